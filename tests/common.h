@@ -1,0 +1,236 @@
+/* common.h — helpers shared by the test suites: a small JSON reader (for the golden
+ * reference files), file reading, and the paths of the fixtures.
+ *
+ * Test-only code: it aborts on malformed fixtures rather than returning errors.
+ */
+#ifndef GPT2_TESTS_COMMON_H
+#define GPT2_TESTS_COMMON_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Built by the Makefile before the tests run (scripts/convert.py on tests/data/model). */
+#define FIXTURE_GGUF "build/fixtures/tiny.gguf"          /* from model.safetensors, f32 */
+#define FIXTURE_GGUF_PT "build/fixtures/tiny-pt.gguf"    /* from pytorch_model.bin, f32 */
+#define FIXTURE_GGUF_F16 "build/fixtures/tiny-f16.gguf"  /* converter --type f16 */
+#define DATA "tests/data/"
+
+static inline void test_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "test setup: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static inline char *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) test_die("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) test_die("cannot read %s", path);
+    buf[n] = '\0';
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+/* ---- JSON ------------------------------------------------------------------------------ */
+
+typedef enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ } jtype;
+
+typedef struct jv {
+    jtype t;
+    double num;           /* J_NUM, J_BOOL */
+    char *str;            /* J_STR: bytes (UTF-8, may hold NUL) */
+    size_t len;           /* J_STR: bytes; J_ARR/J_OBJ: items */
+    struct jv *items;     /* J_ARR values; J_OBJ values */
+    char **keys;          /* J_OBJ keys */
+} jv;
+
+typedef struct {
+    const char *p, *end;
+} jparser;
+
+static void j_ws(jparser *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t')) j->p++;
+}
+
+static unsigned j_hex4(jparser *j) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = *j->p++;
+        v = v * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 32) - 'a' + 10);
+    }
+    return v;
+}
+
+static size_t j_utf8(unsigned cp, char *o) {
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | cp >> 6); o[1] = (char)(0x80 | (cp & 63)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12); o[1] = (char)(0x80 | (cp >> 6 & 63)); o[2] = (char)(0x80 | (cp & 63));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18); o[1] = (char)(0x80 | (cp >> 12 & 63));
+    o[2] = (char)(0x80 | (cp >> 6 & 63)); o[3] = (char)(0x80 | (cp & 63));
+    return 4;
+}
+
+static char *j_string(jparser *j, size_t *len) {
+    j->p++; /* " */
+    const char *s = j->p;
+    size_t cap = 16;
+    while (s < j->end && *s != '"') { s += *s == '\\' ? 2 : 1; cap++; }
+    char *out = malloc(cap * 4 + 1), *o = out;
+    while (*j->p != '"') {
+        char c = *j->p++;
+        if (c != '\\') { *o++ = c; continue; }
+        c = *j->p++;
+        switch (c) {
+        case 'n': *o++ = '\n'; break;
+        case 't': *o++ = '\t'; break;
+        case 'r': *o++ = '\r'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'u': {
+            unsigned cp = j_hex4(j);
+            if (cp >= 0xD800 && cp < 0xDC00 && j->p[0] == '\\' && j->p[1] == 'u') {
+                j->p += 2;
+                unsigned lo = j_hex4(j);
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            o += j_utf8(cp, o);
+            break;
+        }
+        default: *o++ = c; break;
+        }
+    }
+    j->p++;
+    *o = '\0';
+    *len = (size_t)(o - out);
+    return out;
+}
+
+static jv j_value(jparser *j) {
+    jv v;
+    memset(&v, 0, sizeof v);
+    j_ws(j);
+    if (j->p >= j->end) test_die("json: unexpected end");
+    char c = *j->p;
+    if (c == '"') {
+        v.t = J_STR;
+        v.str = j_string(j, &v.len);
+    } else if (c == '[' || c == '{') {
+        int obj = c == '{';
+        v.t = obj ? J_OBJ : J_ARR;
+        j->p++;
+        size_t cap = 8;
+        v.items = malloc(cap * sizeof *v.items);
+        if (obj) v.keys = malloc(cap * sizeof *v.keys);
+        j_ws(j);
+        if (*j->p == (obj ? '}' : ']')) {
+            j->p++;
+            return v;
+        }
+        for (;;) {
+            if (v.len == cap) {
+                cap *= 2;
+                v.items = realloc(v.items, cap * sizeof *v.items);
+                if (obj) v.keys = realloc(v.keys, cap * sizeof *v.keys);
+            }
+            if (obj) {
+                j_ws(j);
+                size_t kl;
+                v.keys[v.len] = j_string(j, &kl);
+                j_ws(j);
+                j->p++; /* : */
+            }
+            v.items[v.len++] = j_value(j);
+            j_ws(j);
+            if (*j->p == ',') {
+                j->p++;
+                continue;
+            }
+            j->p++; /* ] or } */
+            break;
+        }
+    } else if (c == 't' || c == 'f') {
+        v.t = J_BOOL;
+        v.num = c == 't';
+        j->p += c == 't' ? 4 : 5;
+    } else if (c == 'n') {
+        v.t = J_NULL;
+        j->p += 4;
+    } else {
+        v.t = J_NUM;
+        char *end;
+        v.num = strtod(j->p, &end);
+        j->p = end;
+    }
+    return v;
+}
+
+static inline jv json_parse(const char *s, size_t len) {
+    jparser j = {s, s + len};
+    return j_value(&j);
+}
+
+static inline void json_free(jv *v) {
+    if (v->t == J_STR) free(v->str);
+    if (v->t == J_ARR || v->t == J_OBJ) {
+        for (size_t i = 0; i < v->len; i++) {
+            json_free(&v->items[i]);
+            if (v->t == J_OBJ) free(v->keys[i]);
+        }
+        free(v->items);
+        free(v->keys);
+    }
+}
+
+static inline const jv *jget(const jv *o, const char *key) {
+    if (o->t != J_OBJ) return NULL;
+    for (size_t i = 0; i < o->len; i++)
+        if (!strcmp(o->keys[i], key)) return &o->items[i];
+    return NULL;
+}
+
+/* a member that must exist */
+static inline const jv *jreq(const jv *o, const char *key) {
+    const jv *v = jget(o, key);
+    if (!v) test_die("json: missing key '%s'", key);
+    return v;
+}
+
+/* a JSON number, or the string "-inf" */
+static inline double jnum(const jv *v) {
+    if (v->t == J_STR && !strcmp(v->str, "-inf")) return -INFINITY;
+    return v->num;
+}
+
+/* an array of ints into a new buffer */
+static inline int32_t *jints(const jv *a, size_t *n) {
+    int32_t *out = malloc((a->len + 1) * sizeof *out);
+    for (size_t i = 0; i < a->len; i++) out[i] = (int32_t)a->items[i].num;
+    *n = a->len;
+    return out;
+}
+
+static inline jv json_file(const char *path) {
+    size_t len;
+    char *s = read_all(path, &len);
+    jv v = json_parse(s, len);
+    free(s);
+    return v;
+}
+
+#endif

@@ -52,15 +52,22 @@ build/fixtures/tiny-f16.gguf: build/fixtures/tiny.gguf
 
 fixtures: $(FIXTURES)
 
-build/tests/%: tests/%.c tests/common.h build/libgpt2.a | build/.dirs
+build/tests/%: tests/%.c tests/common.h tests/gguf_builder.h src/gpt2.c build/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-unused-function $< build/libgpt2.a -lcmocka $(LDLIBS) -o $@
 
-# sanitized: the engine is compiled into each suite
-build/asan/%: tests/%.c tests/common.h src/gpt2.c include/gpt2.h | build/.dirs
-	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) -Wno-unused-function $< src/gpt2.c -lcmocka $(LDLIBS) -o $@
+# sanitized builds of the library, the suites and the tool
+build/asan/gpt2.o: src/gpt2.c include/gpt2.h src/unicode_tables.h | build/.dirs
+	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) -c $< -o $@
 
-build/asan/gpt2: src/main.c src/gpt2.c include/gpt2.h | build/.dirs
-	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) src/main.c src/gpt2.c $(LDLIBS) -o $@
+build/asan/libgpt2.a: build/asan/gpt2.o
+	rm -f $@
+	ar rcs $@ $^
+
+build/asan/%: tests/%.c tests/common.h tests/gguf_builder.h build/asan/libgpt2.a | build/.dirs
+	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) -Wno-unused-function $< build/asan/libgpt2.a -lcmocka $(LDLIBS) -o $@
+
+build/asan/gpt2: src/main.c build/asan/libgpt2.a | build/.dirs
+	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) $^ $(LDLIBS) -o $@
 
 # `make test`: the suites, the converter's tests, then the suites again under ASan + UBSan
 test: test-fast test-asan

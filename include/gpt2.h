@@ -82,6 +82,10 @@ typedef enum gpt2_type {
    shape is checked against the file before use. err (may be NULL) receives a
    human-readable reason on failure. */
 gpt2_status gpt2_load(const char *path, gpt2_model **out, char *err, size_t err_len);
+/* The same from a GGUF image in memory. The buffer is borrowed: it must stay valid and
+   unchanged until gpt2_free (it must be aligned to 8 bytes, as malloc's memory is). */
+gpt2_status gpt2_load_from_buffer(const void *data, size_t size, gpt2_model **out, char *err,
+                                  size_t err_len);
 void        gpt2_free(gpt2_model *m);                      /* NULL is a no-op */
 gpt2_config gpt2_get_config(const gpt2_model *m);
 

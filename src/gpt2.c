@@ -75,7 +75,7 @@ const char *gpt2_strerror(gpt2_status s) {
 }
 
 /* Writes a formatted reason into the caller's buffer (if any) and returns the status. */
-static gpt2_status fail(gpt2_status s, char *err, size_t err_len, const char *fmt, ...) {
+static gpt2_status fail_with(gpt2_status s, char *err, size_t err_len, const char *fmt, ...) {
     if (err && err_len > 0) {
         va_list ap;
         va_start(ap, fmt);
@@ -359,103 +359,103 @@ static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
     cursor c = {g->base, g->base + g->size};
     uint32_t magic;
     if (!cur_u32(&c, &magic) || magic != GGUF_MAGIC)
-        return fail(GPT2_E_FORMAT, err, err_len, "not a GGUF file (bad magic)");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "not a GGUF file (bad magic)");
     if (!cur_u32(&c, &g->version))
-        return fail(GPT2_E_FORMAT, err, err_len, "truncated GGUF header");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "truncated GGUF header");
     if (g->version < 2 || g->version > 3)
-        return fail(GPT2_E_UNSUPPORTED, err, err_len, "GGUF version %u is not supported (2 or 3)",
+        return fail_with(GPT2_E_UNSUPPORTED, err, err_len, "GGUF version %u is not supported (2 or 3)",
                     g->version);
     if (!cur_u64(&c, &g->n_tensors) || !cur_u64(&c, &g->n_kv))
-        return fail(GPT2_E_FORMAT, err, err_len, "truncated GGUF header");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "truncated GGUF header");
     /* The smallest key/value takes 13 bytes and the smallest tensor description 28: counts
        beyond what the file could hold are rejected before anything is allocated. */
     uint64_t left = (uint64_t)(c.end - c.p);
     if (g->n_kv > left / 13)
-        return fail(GPT2_E_FORMAT, err, err_len, "metadata count %llu exceeds the file",
+        return fail_with(GPT2_E_FORMAT, err, err_len, "metadata count %llu exceeds the file",
                     (unsigned long long)g->n_kv);
     if (g->n_tensors > left / 28)
-        return fail(GPT2_E_FORMAT, err, err_len, "tensor count %llu exceeds the file",
+        return fail_with(GPT2_E_FORMAT, err, err_len, "tensor count %llu exceeds the file",
                     (unsigned long long)g->n_tensors);
     g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
-    if (!g->kv || !g->tensors) return fail(GPT2_E_NOMEM, err, err_len, "out of memory");
+    if (!g->kv || !g->tensors) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
 
     for (uint64_t i = 0; i < g->n_kv; i++) {
         gguf_kv *kv = &g->kv[i];
         kv->raw = c.p;
         if (!cur_str(&c, &kv->key, &kv->key_len) || !cur_u32(&c, &kv->type))
-            return fail(GPT2_E_FORMAT, err, err_len, "truncated metadata entry %llu",
+            return fail_with(GPT2_E_FORMAT, err, err_len, "truncated metadata entry %llu",
                         (unsigned long long)i);
         if (kv->type >= GGUF_NTYPES)
-            return fail(GPT2_E_FORMAT, err, err_len, "metadata '%.*s' has unknown type %u",
+            return fail_with(GPT2_E_FORMAT, err, err_len, "metadata '%.*s' has unknown type %u",
                         (int)(kv->key_len > 64 ? 64 : kv->key_len), kv->key, kv->type);
         const uint8_t *start = c.p;
         if (kv->type == GGUF_ARRAY) {
             cursor peek = c;
             if (!cur_u32(&peek, &kv->elem_type) || !cur_u64(&peek, &kv->count))
-                return fail(GPT2_E_FORMAT, err, err_len, "truncated metadata '%.*s'",
+                return fail_with(GPT2_E_FORMAT, err, err_len, "truncated metadata '%.*s'",
                             (int)(kv->key_len > 64 ? 64 : kv->key_len), kv->key);
             kv->val = peek.p;
         } else {
             kv->val = start;
         }
         if (!gguf_skip_value(&c, kv->type, 0))
-            return fail(GPT2_E_FORMAT, err, err_len, "metadata '%.*s' is truncated or malformed",
+            return fail_with(GPT2_E_FORMAT, err, err_len, "metadata '%.*s' is truncated or malformed",
                         (int)(kv->key_len > 64 ? 64 : kv->key_len), kv->key);
         kv->raw_len = (uint64_t)(c.p - kv->raw);
     }
 
     uint64_t align = GGUF_DEFAULT_ALIGNMENT;
     if (gguf_find(g, "general.alignment") && !gguf_get_uint(g, "general.alignment", &align))
-        return fail(GPT2_E_FORMAT, err, err_len, "general.alignment is not an integer");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "general.alignment is not an integer");
     /* GGUF requires a multiple of 8: that keeps every tensor aligned for its element type. */
     if (align == 0 || align % 8 || (align & (align - 1)) || align > (1u << 16))
-        return fail(GPT2_E_FORMAT, err, err_len, "general.alignment %llu is not a power of two "
+        return fail_with(GPT2_E_FORMAT, err, err_len, "general.alignment %llu is not a power of two "
                     "between 8 and 65536", (unsigned long long)align);
     g->alignment = (uint32_t)align;
 
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         gguf_tensor *t = &g->tensors[i];
         if (!cur_str(&c, &t->name, &t->name_len) || !cur_u32(&c, &t->n_dims))
-            return fail(GPT2_E_FORMAT, err, err_len, "truncated tensor description %llu",
+            return fail_with(GPT2_E_FORMAT, err, err_len, "truncated tensor description %llu",
                         (unsigned long long)i);
         int nl = (int)(t->name_len > 64 ? 64 : t->name_len);
         if (t->n_dims < 1 || t->n_dims > 4)
-            return fail(GPT2_E_FORMAT, err, err_len, "tensor '%.*s' has %u dimensions", nl,
+            return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%.*s' has %u dimensions", nl,
                         t->name, t->n_dims);
         uint64_t n = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) {
             if (!cur_u64(&c, &t->ne[d]))
-                return fail(GPT2_E_FORMAT, err, err_len, "truncated tensor description '%.*s'",
+                return fail_with(GPT2_E_FORMAT, err, err_len, "truncated tensor description '%.*s'",
                             nl, t->name);
             if (t->ne[d] == 0 || t->ne[d] > ((uint64_t)1 << 40) || !mul_ok(n, t->ne[d], &n))
-                return fail(GPT2_E_FORMAT, err, err_len, "tensor '%.*s' has a bad dimension",
+                return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%.*s' has a bad dimension",
                             nl, t->name);
         }
         for (uint32_t d = t->n_dims; d < 4; d++) t->ne[d] = 1;
         if (!cur_u32(&c, &t->type) || !cur_u64(&c, &t->offset))
-            return fail(GPT2_E_FORMAT, err, err_len, "truncated tensor description '%.*s'", nl,
+            return fail_with(GPT2_E_FORMAT, err, err_len, "truncated tensor description '%.*s'", nl,
                         t->name);
         if (t->type != GPT2_TYPE_F32 && t->type != GPT2_TYPE_F16 && t->type != GPT2_TYPE_BF16 &&
             t->type != GPT2_TYPE_Q8_0)
-            return fail(GPT2_E_UNSUPPORTED, err, err_len,
+            return fail_with(GPT2_E_UNSUPPORTED, err, err_len,
                         "tensor '%.*s' has type %u; supported: f32, f16, bf16, q8_0", nl,
                         t->name, t->type);
         if (!ggml_type_nbytes(t->type, n, t->ne[0], &t->nbytes))
-            return fail(GPT2_E_FORMAT, err, err_len, "tensor '%.*s': rows of %llu do not fit "
+            return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%.*s': rows of %llu do not fit "
                         "its type", nl, t->name, (unsigned long long)t->ne[0]);
         if (t->offset % g->alignment)
-            return fail(GPT2_E_FORMAT, err, err_len, "tensor '%.*s' is not aligned", nl, t->name);
+            return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%.*s' is not aligned", nl, t->name);
     }
     uint64_t header_end = (uint64_t)(c.p - g->base);
     g->data_offset = (header_end + g->alignment - 1) / g->alignment * g->alignment;
     if (g->data_offset > g->size)
-        return fail(GPT2_E_FORMAT, err, err_len, "file ends before its tensor data");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "file ends before its tensor data");
     uint64_t data_size = g->size - g->data_offset;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         gguf_tensor *t = &g->tensors[i];
         if (t->offset > data_size || t->nbytes > data_size - t->offset)
-            return fail(GPT2_E_FORMAT, err, err_len,
+            return fail_with(GPT2_E_FORMAT, err, err_len,
                         "tensor '%.*s' lies past the end of the file (truncated?)",
                         (int)(t->name_len > 64 ? 64 : t->name_len), t->name);
         t->data = g->base + g->data_offset + t->offset;
@@ -538,13 +538,13 @@ static const kernels *kernels_select(void);
 /* Reads the whole file into memory (when mmap is unavailable or fails). */
 static gpt2_status read_whole_file(FILE *f, uint64_t size, uint8_t **out, const char *path,
                                    char *err, size_t err_len) {
-    if (size > SIZE_MAX - 64) return fail(GPT2_E_NOMEM, err, err_len, "%s: too large", path);
+    if (size > SIZE_MAX - 64) return fail_with(GPT2_E_NOMEM, err, err_len, "%s: too large", path);
     uint8_t *buf = malloc(size ? (size_t)size : 1);
-    if (!buf) return fail(GPT2_E_NOMEM, err, err_len, "%s: out of memory reading the file", path);
+    if (!buf) return fail_with(GPT2_E_NOMEM, err, err_len, "%s: out of memory reading the file", path);
     size_t got = fread(buf, 1, (size_t)size, f);
     if (got != size) {
         free(buf);
-        return fail(GPT2_E_IO, err, err_len, "%s: read error", path);
+        return fail_with(GPT2_E_IO, err, err_len, "%s: read error", path);
     }
     *out = buf;
     return GPT2_OK;
@@ -552,16 +552,16 @@ static gpt2_status read_whole_file(FILE *f, uint64_t size, uint8_t **out, const 
 
 static gpt2_status map_file(gpt2_model *m, const char *path, char *err, size_t err_len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(GPT2_E_IO, err, err_len, "%s: %s", path, strerror(errno));
+    if (!f) return fail_with(GPT2_E_IO, err, err_len, "%s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        return fail(GPT2_E_IO, err, err_len, "%s: not a regular file", path);
+        return fail_with(GPT2_E_IO, err, err_len, "%s: not a regular file", path);
     }
     m->file_size = (uint64_t)st.st_size;
     if (m->file_size < 24) {
         fclose(f);
-        return fail(GPT2_E_FORMAT, err, err_len, "%s: too small to be a model file (%llu bytes)",
+        return fail_with(GPT2_E_FORMAT, err, err_len, "%s: too small to be a model file (%llu bytes)",
                     path, (unsigned long long)m->file_size);
     }
     gpt2_status s = GPT2_OK;
@@ -580,9 +580,9 @@ static gpt2_status map_file(gpt2_model *m, const char *path, char *err, size_t e
 static gpt2_status get_matrix(gpt2_model *m, const char *name, int64_t rows, int64_t cols,
                               matrix *out, char *err, size_t err_len) {
     const gguf_tensor *t = gguf_find_tensor(&m->gguf, name);
-    if (!t) return fail(GPT2_E_FORMAT, err, err_len, "tensor '%s' is missing", name);
+    if (!t) return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%s' is missing", name);
     if (t->n_dims != 2 || (int64_t)t->ne[0] != cols || (int64_t)t->ne[1] != rows)
-        return fail(GPT2_E_FORMAT, err, err_len, "tensor '%s' has shape [%llu, %llu], expected "
+        return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%s' has shape [%llu, %llu], expected "
                     "[%lld, %lld]", name, (unsigned long long)t->ne[0],
                     (unsigned long long)t->ne[1], (long long)cols, (long long)rows);
     out->data = t->data;
@@ -599,9 +599,9 @@ static void dequantize_row(const matrix *w, int64_t r, float *out);
 static gpt2_status get_vector(gpt2_model *m, const char *name, int64_t n, const float **out,
                               float **owned, char *err, size_t err_len) {
     const gguf_tensor *t = gguf_find_tensor(&m->gguf, name);
-    if (!t) return fail(GPT2_E_FORMAT, err, err_len, "tensor '%s' is missing", name);
+    if (!t) return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%s' is missing", name);
     if (t->n_dims != 1 || (int64_t)t->ne[0] != n)
-        return fail(GPT2_E_FORMAT, err, err_len, "tensor '%s' has %llu elements, expected %lld",
+        return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%s' has %llu elements, expected %lld",
                     name, (unsigned long long)t->ne[0], (long long)n);
     if (t->type == GPT2_TYPE_F32) {
         *out = (const float *)(const void *)t->data;
@@ -622,7 +622,7 @@ static gpt2_status load_weights(gpt2_model *m, char *err, size_t err_len) {
     size_t n_vec = (size_t)L * (size_t)(7 * C + 3 * C + F) + 2 * (size_t)C;
     m->owned_f32 = malloc(n_vec * sizeof(float));
     m->blocks = calloc((size_t)L, sizeof *m->blocks);
-    if (!m->owned_f32 || !m->blocks) return fail(GPT2_E_NOMEM, err, err_len, "out of memory");
+    if (!m->owned_f32 || !m->blocks) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
     float *own = m->owned_f32;
     if ((s = get_matrix(m, "token_embd.weight", V, C, &m->wte, err, err_len))) return s;
     if ((s = get_matrix(m, "position_embd.weight", P, C, &m->wpe, err, err_len))) return s;
@@ -674,9 +674,9 @@ static gpt2_status load_config(gpt2_model *m, char *err, size_t err_len) {
     const char *s;
     uint64_t len;
     if (!gguf_get_str(g, "general.architecture", &s, &len))
-        return fail(GPT2_E_FORMAT, err, err_len, "general.architecture is missing");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "general.architecture is missing");
     if (len != 4 || memcmp(s, "gpt2", 4) != 0)
-        return fail(GPT2_E_UNSUPPORTED, err, err_len, "architecture '%.*s' is not gpt2",
+        return fail_with(GPT2_E_UNSUPPORTED, err, err_len, "architecture '%.*s' is not gpt2",
                     (int)(len > 32 ? 32 : len), s);
     static const struct { const char *key; uint64_t max; } keys[] = {
         {"gpt2.context_length", 1 << 20}, {"gpt2.embedding_length", 1 << 16},
@@ -686,9 +686,9 @@ static gpt2_status load_config(gpt2_model *m, char *err, size_t err_len) {
     uint64_t v[5];
     for (int i = 0; i < 5; i++) {
         if (!gguf_get_uint(g, keys[i].key, &v[i]))
-            return fail(GPT2_E_FORMAT, err, err_len, "%s is missing or not an integer", keys[i].key);
+            return fail_with(GPT2_E_FORMAT, err, err_len, "%s is missing or not an integer", keys[i].key);
         if (v[i] == 0 || v[i] > keys[i].max)
-            return fail(GPT2_E_FORMAT, err, err_len, "%s = %llu is out of range", keys[i].key,
+            return fail_with(GPT2_E_FORMAT, err, err_len, "%s = %llu is out of range", keys[i].key,
                         (unsigned long long)v[i]);
     }
     m->cfg.n_ctx = (int32_t)v[0];
@@ -697,51 +697,78 @@ static gpt2_status load_config(gpt2_model *m, char *err, size_t err_len) {
     m->cfg.n_layer = (int32_t)v[3];
     m->cfg.n_head = (int32_t)v[4];
     if (m->cfg.n_embd % m->cfg.n_head)
-        return fail(GPT2_E_FORMAT, err, err_len, "embedding length %d is not a multiple of the "
+        return fail_with(GPT2_E_FORMAT, err, err_len, "embedding length %d is not a multiple of the "
                     "head count %d", m->cfg.n_embd, m->cfg.n_head);
     double eps = 1e-5;
     if (gguf_find(g, "gpt2.attention.layer_norm_epsilon") &&
         (!gguf_get_float(g, "gpt2.attention.layer_norm_epsilon", &eps) || !(eps > 0 && eps < 1)))
-        return fail(GPT2_E_FORMAT, err, err_len, "gpt2.attention.layer_norm_epsilon is invalid");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "gpt2.attention.layer_norm_epsilon is invalid");
     m->eps = (float)eps;
     const gguf_kv *tokens = gguf_find(g, "tokenizer.ggml.tokens");
     if (!tokens || tokens->type != GGUF_ARRAY || tokens->elem_type != GGUF_STRING)
-        return fail(GPT2_E_FORMAT, err, err_len, "tokenizer.ggml.tokens is missing");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "tokenizer.ggml.tokens is missing");
     if (tokens->count < 256 || tokens->count > (1 << 24))
-        return fail(GPT2_E_FORMAT, err, err_len, "vocabulary of %llu tokens is out of range",
+        return fail_with(GPT2_E_FORMAT, err, err_len, "vocabulary of %llu tokens is out of range",
                     (unsigned long long)tokens->count);
     m->cfg.n_vocab = (int32_t)tokens->count;
     if (gguf_get_str(g, "tokenizer.ggml.model", &s, &len) && !(len == 4 && !memcmp(s, "gpt2", 4)))
-        return fail(GPT2_E_UNSUPPORTED, err, err_len, "tokenizer '%.*s' is not gpt2",
+        return fail_with(GPT2_E_UNSUPPORTED, err, err_len, "tokenizer '%.*s' is not gpt2",
                     (int)(len > 32 ? 32 : len), s);
     if (gguf_get_str(g, "general.name", &s, &len))
         snprintf(m->name, sizeof m->name, "%.*s", (int)(len > 127 ? 127 : len), s);
     return GPT2_OK;
 }
 
+/* Parses and checks the file image in m->gguf and builds everything that depends on it. */
+static gpt2_status load_image(gpt2_model *m, char *why, size_t why_len) {
+    gpt2_status s = gguf_parse(&m->gguf, why, why_len);
+    if (s == GPT2_OK) s = load_config(m, why, why_len);
+    if (s == GPT2_OK) s = load_weights(m, why, why_len);
+    if (s == GPT2_OK) s = tokenizer_init(m, why, why_len);
+    if (s == GPT2_OK) m->k = kernels_select();
+    return s;
+}
+
 gpt2_status gpt2_load(const char *path, gpt2_model **out, char *err, size_t err_len) {
     if (err && err_len) err[0] = '\0';
-    if (!out) return fail(GPT2_E_ARG, err, err_len, "out is NULL");
+    if (!out) return fail_with(GPT2_E_ARG, err, err_len, "out is NULL");
     *out = NULL;
-    if (!path) return fail(GPT2_E_ARG, err, err_len, "path is NULL");
+    if (!path) return fail_with(GPT2_E_ARG, err, err_len, "path is NULL");
     gpt2_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(GPT2_E_NOMEM, err, err_len, "out of memory");
-    char why[256] = "";
+    if (!m) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
     gpt2_status s = map_file(m, path, err, err_len);
     if (s == GPT2_OK) {
+        char why[256] = "";
         m->gguf.base = m->map ? (const uint8_t *)m->map : m->file_buf;
         m->gguf.size = m->file_size;
-        s = gguf_parse(&m->gguf, why, sizeof why);
-        if (s == GPT2_OK) s = load_config(m, why, sizeof why);
-        if (s == GPT2_OK) s = load_weights(m, why, sizeof why);
-        if (s == GPT2_OK) s = tokenizer_init(m, why, sizeof why);
-        if (s != GPT2_OK) fail(s, err, err_len, "%s: %s", path, why);
+        s = load_image(m, why, sizeof why);
+        if (s != GPT2_OK) fail_with(s, err, err_len, "%s: %s", path, why);
     }
     if (s != GPT2_OK) {
         gpt2_free(m);
         return s;
     }
-    m->k = kernels_select();
+    *out = m;
+    return GPT2_OK;
+}
+
+gpt2_status gpt2_load_from_buffer(const void *data, size_t size, gpt2_model **out, char *err,
+                                  size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (!out) return fail_with(GPT2_E_ARG, err, err_len, "out is NULL");
+    *out = NULL;
+    if (!data || ((uintptr_t)data & 7))
+        return fail_with(GPT2_E_ARG, err, err_len, "the buffer is NULL or not aligned to 8 bytes");
+    gpt2_model *m = calloc(1, sizeof *m);
+    if (!m) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
+    m->gguf.base = data;
+    m->gguf.size = m->file_size = size;
+    gpt2_status s = size < 24 ? fail_with(GPT2_E_FORMAT, err, err_len, "too small to be a model file")
+                              : load_image(m, err, err_len);
+    if (s != GPT2_OK) {
+        gpt2_free(m);
+        return s;
+    }
     *out = m;
     return GPT2_OK;
 }
@@ -1181,13 +1208,13 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
     for (int32_t i = 0; i < V; i++) {
         const char *s = NULL;
         uint64_t len = 0;
-        if (!cur_str(&c, &s, &len)) return fail(GPT2_E_FORMAT, err, err_len, "bad token %d", i);
+        if (!cur_str(&c, &s, &len)) return fail_with(GPT2_E_FORMAT, err, err_len, "bad token %d", i);
         total += len;
     }
-    if (total > UINT32_MAX) return fail(GPT2_E_FORMAT, err, err_len, "vocabulary too large");
+    if (total > UINT32_MAX) return fail_with(GPT2_E_FORMAT, err, err_len, "vocabulary too large");
     t->tok_off = malloc(((size_t)V + 1) * sizeof *t->tok_off);
     t->bytes = malloc(total ? (size_t)total : 1);
-    if (!t->tok_off || !t->bytes) return fail(GPT2_E_NOMEM, err, err_len, "out of memory");
+    if (!t->tok_off || !t->bytes) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
     for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
     c.p = tokens->val;
     uint32_t off = 0;
@@ -1195,7 +1222,7 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
         const char *s = NULL;
         uint64_t len = 0;
         size_t bl;
-        if (!cur_str(&c, &s, &len)) return fail(GPT2_E_FORMAT, err, err_len, "bad token %d", i);
+        if (!cur_str(&c, &s, &len)) return fail_with(GPT2_E_FORMAT, err, err_len, "bad token %d", i);
         t->tok_off[i] = off;
         if (!alphabet_decode((const uint8_t *)s, (size_t)len, t->bytes + off, &bl)) {
             /* a token outside the byte alphabet (only control tokens should be): raw bytes */
@@ -1208,13 +1235,13 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
     t->tok_off[V] = off;
     for (int b = 0; b < 256; b++)
         if (t->byte_id[b] < 0)
-            return fail(GPT2_E_FORMAT, err, err_len, "the vocabulary has no token for byte 0x%02x", b);
+            return fail_with(GPT2_E_FORMAT, err, err_len, "the vocabulary has no token for byte 0x%02x", b);
 
     /* control tokens (token_type 3), else "<|endoftext|>" */
     const gguf_kv *types = gguf_find(g, "tokenizer.ggml.token_type");
     int32_t eot = -1;
     t->special = malloc(sizeof(int32_t) * 16);
-    if (!t->special) return fail(GPT2_E_NOMEM, err, err_len, "out of memory");
+    if (!t->special) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
     if (types && types->type == GGUF_ARRAY && types->elem_type == GGUF_I32 &&
         types->count == (uint64_t)V) {
         for (int32_t i = 0; i < V && t->n_special < 16; i++)
@@ -1229,7 +1256,7 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
     uint64_t eos;
     if (gguf_get_uint(g, "tokenizer.ggml.eos_token_id", &eos)) {
         if (eos >= (uint64_t)V)
-            return fail(GPT2_E_FORMAT, err, err_len, "eos token id %llu is outside the vocabulary",
+            return fail_with(GPT2_E_FORMAT, err, err_len, "eos token id %llu is outside the vocabulary",
                         (unsigned long long)eos);
         eot = (int32_t)eos;
     }
@@ -1241,9 +1268,9 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
     const gguf_kv *merges = gguf_find(g, "tokenizer.ggml.merges");
     if (!merges) return GPT2_OK; /* no merges: every byte is its own token */
     if (merges->type != GGUF_ARRAY || merges->elem_type != GGUF_STRING)
-        return fail(GPT2_E_FORMAT, err, err_len, "tokenizer.ggml.merges is not a string array");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "tokenizer.ggml.merges is not a string array");
     if (merges->count > (1u << 24))
-        return fail(GPT2_E_FORMAT, err, err_len, "too many merges");
+        return fail_with(GPT2_E_FORMAT, err, err_len, "too many merges");
     bytes_index ix;
     uint32_t size = 1;
     while (size < 2u * (uint32_t)V) size <<= 1;
@@ -1259,7 +1286,7 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
     if (!ix.slot || !t->merge_keys || !t->merge_rank || !t->merge_id || !tmp) {
         free(ix.slot);
         free(tmp);
-        return fail(GPT2_E_NOMEM, err, err_len, "out of memory");
+        return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
     }
     memset(ix.slot, 0xff, size * sizeof *ix.slot);
     for (int32_t i = 0; i < V; i++) { /* the first id wins for duplicate strings */
@@ -2463,6 +2490,7 @@ gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_pr
     if (n_out) *n_out = 0;
     if (!c || !p || !n_out || (!out && cap)) return GPT2_E_ARG;
     gpt2_generate_info dummy;
+    memset(&dummy, 0, sizeof dummy);
     if (!info) info = &dummy;
     double *scores = info->scores;
     memset(info, 0, sizeof *info);
@@ -2836,10 +2864,10 @@ static bool write_pad(FILE *f, uint64_t n, uint32_t align) {
 gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type type, char *err,
                           size_t err_len) {
     if (err && err_len) err[0] = '\0';
-    if (!in_path || !out_path) return fail(GPT2_E_ARG, err, err_len, "path is NULL");
+    if (!in_path || !out_path) return fail_with(GPT2_E_ARG, err, err_len, "path is NULL");
     if (type != GPT2_TYPE_F32 && type != GPT2_TYPE_F16 && type != GPT2_TYPE_BF16 &&
         type != GPT2_TYPE_Q8_0)
-        return fail(GPT2_E_ARG, err, err_len, "unsupported target type %d", (int)type);
+        return fail_with(GPT2_E_ARG, err, err_len, "unsupported target type %d", (int)type);
     gpt2_model *m;
     gpt2_status s = gpt2_load(in_path, &m, err, err_len);
     if (s) return s;
@@ -2850,7 +2878,7 @@ gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type t
     float *row = NULL;
     int64_t max_cols = 0;
     if (!types || !sizes) {
-        s = fail(GPT2_E_NOMEM, err, err_len, "out of memory");
+        s = fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
         goto done;
     }
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -2859,7 +2887,7 @@ gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type t
         sizes[i] = t->nbytes;
         if (t->n_dims != 2) continue;
         if (type == GPT2_TYPE_Q8_0 && t->ne[0] % QK8_0) {
-            s = fail(GPT2_E_UNSUPPORTED, err, err_len, "tensor '%.*s': rows of %llu cannot be q8_0",
+            s = fail_with(GPT2_E_UNSUPPORTED, err, err_len, "tensor '%.*s': rows of %llu cannot be q8_0",
                      (int)t->name_len, t->name, (unsigned long long)t->ne[0]);
             goto done;
         }
@@ -2873,13 +2901,13 @@ gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type t
     if (!row || !qrow || !tmp) {
         free(qrow);
         free(tmp);
-        s = fail(GPT2_E_NOMEM, err, err_len, "out of memory");
+        s = fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
         goto done;
     }
     sprintf(tmp, "%s.tmp", out_path);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        s = fail(GPT2_E_IO, err, err_len, "%s: %s", out_path, strerror(errno));
+        s = fail_with(GPT2_E_IO, err, err_len, "%s: %s", out_path, strerror(errno));
         free(qrow);
         free(tmp);
         goto done;
@@ -2930,7 +2958,7 @@ gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type t
     if (fclose(f) != 0) ok = false;
     if (ok && rename(tmp, out_path) != 0) ok = false;
     if (!ok) {
-        s = fail(GPT2_E_IO, err, err_len, "%s: write failed: %s", out_path, strerror(errno));
+        s = fail_with(GPT2_E_IO, err, err_len, "%s: write failed: %s", out_path, strerror(errno));
         remove(tmp);
     }
     free(qrow);

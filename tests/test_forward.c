@@ -1,0 +1,384 @@
+/* test_forward.c — the transformer against Hugging Face's GPT2LMHeadModel.
+ *
+ * tests/data/golden/logits.{json,bin}: for 6 prompts of the fixture model, HF's logits rows
+ * (some positions), per-position summaries (top-5, logsumexp) and HF's loss.
+ * White-box for the kernel comparisons: the engine is included.
+ */
+#include "../src/gpt2.c" /* first: it sets the POSIX feature level for the system headers */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common.h"
+#include "gguf_builder.h"
+
+static jv golden;
+static float *golden_rows;
+static const int32_t V = 50257;
+
+static int setup(void **state) {
+    (void)state;
+    golden = json_file(DATA "golden/logits.json");
+    golden_rows = (float *)(void *)read_all(DATA "golden/logits.bin", NULL);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    json_free(&golden);
+    free(golden_rows);
+    return 0;
+}
+
+static gpt2_model *load(const char *path) {
+    gpt2_model *m;
+    char err[256];
+    if (gpt2_load(path, &m, err, sizeof err) != GPT2_OK) {
+        fprintf(stderr, "%s\n", err);
+        fail();
+    }
+    return m;
+}
+
+static gpt2_context *context(const gpt2_model *m, int threads) {
+    gpt2_context *c;
+    gpt2_context_params p = {threads, 0};
+    assert_int_equal(gpt2_context_new(m, &p, &c), GPT2_OK);
+    return c;
+}
+
+/* logits (n, V) of all tokens of prompt i, evaluated in chunks of `chunk` tokens */
+static float *prompt_logits(const gpt2_model *m, int threads, size_t i, size_t chunk, size_t *n) {
+    const jv *p = &jreq(&golden, "prompts")->items[i];
+    int32_t *ids = jints(jreq(p, "tokens"), n);
+    float *out = malloc(*n * (size_t)V * sizeof *out);
+    gpt2_context *c = context(m, threads);
+    for (size_t k = 0; k < *n; k += chunk) {
+        size_t len = *n - k < chunk ? *n - k : chunk;
+        assert_int_equal(gpt2_eval(c, ids + k, len, out + k * V), GPT2_OK);
+    }
+    assert_int_equal(gpt2_context_length(c), (int32_t)*n);
+    gpt2_context_free(c);
+    free(ids);
+    return out;
+}
+
+typedef struct {
+    double max_diff;     /* against HF's stored rows */
+    double summary_diff; /* top-5 logits and logsumexp, every position */
+    double loss_diff;
+    int top1_same, positions;
+} golden_report;
+
+/* Compares a model's logits on every golden prompt. */
+static golden_report compare_golden(const gpt2_model *m) {
+    golden_report r = {0, 0, 0, 0, 0};
+    const jv *prompts = jreq(&golden, "prompts");
+    for (size_t i = 0; i < prompts->len; i++) {
+        const jv *p = &prompts->items[i];
+        size_t n;
+        float *lg = prompt_logits(m, 2, i, 1000, &n);
+        const jv *rows = jreq(p, "rows");
+        for (size_t k = 0; k < rows->len; k++) {
+            size_t pos = (size_t)jreq(&rows->items[k], "position")->num;
+            const float *want = golden_rows + (size_t)jreq(&rows->items[k], "offset")->num;
+            for (int32_t v = 0; v < V; v++) {
+                double d = fabs((double)lg[pos * V + v] - want[v]);
+                if (d > r.max_diff) r.max_diff = d;
+            }
+        }
+        const jv *sum = jreq(p, "summary");
+        double nll = 0;
+        for (size_t pos = 0; pos < n; pos++) {
+            const float *row = lg + pos * V;
+            const jv *s = &sum->items[pos];
+            const jv *ids5 = jreq(s, "top5_ids"), *lg5 = jreq(s, "top5_logits");
+            for (size_t k = 0; k < 5; k++) {
+                double d = fabs(row[(int)ids5->items[k].num] - lg5->items[k].num);
+                if (d > r.summary_diff) r.summary_diff = d;
+            }
+            double lse = logsumexp(row, V);
+            if (fabs(lse - jreq(s, "logsumexp")->num) > r.summary_diff)
+                r.summary_diff = fabs(lse - jreq(s, "logsumexp")->num);
+            r.top1_same += argmax(row, V) == (int32_t)jreq(s, "argmax")->num;
+            r.positions++;
+            if (pos + 1 < n) nll += lse - row[(int)jreq(p, "tokens")->items[pos + 1].num];
+        }
+        const jv *loss = jreq(p, "hf_loss");
+        if (loss->t == J_NUM) {
+            double d = fabs(nll / (double)(n - 1) - loss->num);
+            if (d > r.loss_diff) r.loss_diff = d;
+        }
+        free(lg);
+    }
+    return r;
+}
+
+static void test_golden_logits_f32(void **state) {
+    (void)state;
+    gpt2_model *m = load(FIXTURE_GGUF);
+    golden_report r = compare_golden(m);
+    fprintf(stderr, "  f32 (%s): max |logit - HF| = %.3g, summaries %.3g, loss %.3g, top-1 %d/%d\n",
+            m->k->name, r.max_diff, r.summary_diff, r.loss_diff, r.top1_same, r.positions);
+    assert_true(r.max_diff < 1e-4);
+    assert_true(r.summary_diff < 1e-4);
+    assert_true(r.loss_diff < 1e-4);
+    assert_int_equal(r.top1_same, r.positions);
+    gpt2_free(m);
+}
+
+/* Every kernel path (scalar, AVX2, AVX-512: those this CPU has) gives HF's logits. */
+static void test_golden_logits_every_path(void **state) {
+    (void)state;
+    const char *paths[] = {"scalar", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        setenv("GPT2_KERNELS", paths[i], 1);
+        gpt2_model *m = load(FIXTURE_GGUF);
+        golden_report r = compare_golden(m);
+        fprintf(stderr, "  path %s -> %s: max |logit - HF| = %.3g\n", paths[i], m->k->name, r.max_diff);
+        assert_true(r.max_diff < 1e-4);
+        assert_int_equal(r.top1_same, r.positions);
+        gpt2_free(m);
+    }
+    unsetenv("GPT2_KERNELS");
+}
+
+/* Appending tokens all at once, one by one, or in chunks gives the same bits; so does any
+   thread count. */
+static void test_batching_and_threads_bit_identical(void **state) {
+    (void)state;
+    gpt2_model *m = load(FIXTURE_GGUF);
+    size_t n;
+    float *ref = prompt_logits(m, 1, 4, 1000, &n); /* p4: 100 tokens */
+    assert_int_equal(n, 100);
+    const struct { int threads; size_t chunk; } runs[] = {{1, 1}, {1, 7}, {2, 1000}, {2, 13}, {3, 1000}, {3, 1}, {4, 33}};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        size_t n2;
+        float *lg = prompt_logits(m, runs[i].threads, 4, runs[i].chunk, &n2);
+        assert_memory_equal(lg, ref, n * V * sizeof *lg);
+        free(lg);
+    }
+    free(ref);
+    gpt2_free(m);
+}
+
+static void test_context_full_and_bad_ids(void **state) {
+    (void)state;
+    gpt2_model *m = load(FIXTURE_GGUF);
+    gpt2_context *c = context(m, 2);
+    int32_t ids[130];
+    for (int i = 0; i < 130; i++) ids[i] = i * 37 % V;
+    assert_int_equal(gpt2_context_size(c), 128);
+    assert_int_equal(gpt2_eval(c, ids, 129, NULL), GPT2_E_CONTEXT_FULL);
+    assert_int_equal(gpt2_context_length(c), 0); /* nothing appended */
+    assert_int_equal(gpt2_eval(c, ids, 100, NULL), GPT2_OK);
+    assert_int_equal(gpt2_eval(c, ids, 29, NULL), GPT2_E_CONTEXT_FULL);
+    assert_int_equal(gpt2_context_length(c), 100);
+    assert_int_equal(gpt2_eval(c, ids, 28, NULL), GPT2_OK);
+    assert_int_equal(gpt2_context_length(c), 128);
+    assert_int_equal(gpt2_eval(c, ids, 1, NULL), GPT2_E_CONTEXT_FULL);
+    gpt2_context_reset(c);
+    assert_int_equal(gpt2_context_length(c), 0);
+    int32_t bad[3] = {5, V, 6};
+    assert_int_equal(gpt2_eval(c, bad, 3, NULL), GPT2_E_ARG);
+    bad[1] = -1;
+    assert_int_equal(gpt2_eval(c, bad, 3, NULL), GPT2_E_ARG);
+    assert_int_equal(gpt2_context_length(c), 0);
+    assert_int_equal(gpt2_eval(c, NULL, 0, NULL), GPT2_OK);
+    assert_int_equal(gpt2_eval(NULL, ids, 1, NULL), GPT2_E_ARG);
+    /* a smaller context on request */
+    gpt2_context *small;
+    assert_int_equal(gpt2_context_new(m, &(gpt2_context_params){1, 16}, &small), GPT2_OK);
+    assert_int_equal(gpt2_context_size(small), 16);
+    assert_int_equal(gpt2_eval(small, ids, 17, NULL), GPT2_E_CONTEXT_FULL);
+    gpt2_context_free(small);
+    assert_int_equal(gpt2_context_new(m, &(gpt2_context_params){0, 0}, &small), GPT2_E_ARG);
+    assert_int_equal(gpt2_context_new(m, &(gpt2_context_params){1, -1}, &small), GPT2_E_ARG);
+    gpt2_context_free(c);
+    gpt2_free(m);
+}
+
+/* Quantized weights: each type stays near the f32 logits (and HF's). The bounds are a few
+   times what was measured (see the printed figures). */
+static void test_weight_types(void **state) {
+    (void)state;
+    const struct { gpt2_type t; const char *path; double bound; int min_top1; } types[] = {
+        {GPT2_TYPE_F16, "build/fixtures/q-f16.gguf", 1.2e-2, 150},   /* measured 4.1e-3, 153/153 */
+        {GPT2_TYPE_BF16, "build/fixtures/q-bf16.gguf", 7.5e-2, 140}, /* measured 2.4e-2, 150/153 */
+        {GPT2_TYPE_Q8_0, "build/fixtures/q-q8_0.gguf", 0.22, 120},   /* measured 7.3e-2, 138/153 */
+    };
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        char err[256];
+        assert_int_equal(gpt2_quantize(FIXTURE_GGUF, types[i].path, types[i].t, err, sizeof err),
+                         GPT2_OK);
+        gpt2_model *m = load(types[i].path);
+        assert_int_equal(gpt2_get_model_info(m).matrix_type, types[i].t);
+        golden_report r = compare_golden(m);
+        fprintf(stderr, "  %s: max |logit - HF| = %.3g, top-1 agreement %d/%d\n",
+                gpt2_type_name(types[i].t), r.max_diff, r.top1_same, r.positions);
+        assert_true(r.max_diff < types[i].bound);
+        assert_true(r.top1_same >= types[i].min_top1);
+        gpt2_free(m);
+    }
+    /* gpt2 quantize f16 rounds exactly as the converter's --type f16 does */
+    gpt2_model *a = load("build/fixtures/q-f16.gguf"), *b = load(FIXTURE_GGUF_F16);
+    assert_int_equal(a->gguf.n_tensors, b->gguf.n_tensors);
+    for (uint64_t i = 0; i < a->gguf.n_tensors; i++) {
+        const gguf_tensor *ta = &a->gguf.tensors[i];
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)ta->name_len, ta->name);
+        const gguf_tensor *tb = gguf_find_tensor(&b->gguf, name);
+        assert_non_null(tb);
+        assert_int_equal(ta->type, tb->type);
+        assert_int_equal(ta->nbytes, tb->nbytes);
+        assert_memory_equal(ta->data, tb->data, ta->nbytes);
+    }
+    gpt2_free(a);
+    gpt2_free(b);
+    /* f32 from f16 restores the f16 values exactly */
+    char err[256];
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF_F16, "build/fixtures/q-f32.gguf", GPT2_TYPE_F32, err, sizeof err), GPT2_OK);
+    gpt2_model *m16 = load(FIXTURE_GGUF_F16), *m32 = load("build/fixtures/q-f32.gguf");
+    golden_report r16 = compare_golden(m16), r32 = compare_golden(m32);
+    assert_true(r16.max_diff == r32.max_diff);
+    gpt2_free(m16);
+    gpt2_free(m32);
+    assert_int_equal(gpt2_quantize("no/such.gguf", "build/fixtures/x.gguf", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/x.gguf", (gpt2_type)2, err, sizeof err), GPT2_E_ARG);
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "no/such/dir/x.gguf", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
+}
+
+/* ---- kernels: each SIMD path against the scalar reference --------------------------------- */
+
+static void fill_row(uint8_t *dst, gpt2_type t, const float *v, int64_t n) {
+    quantize_row(v, n, t, dst);
+}
+
+static void test_kernels_against_scalar(void **state) {
+    (void)state;
+    const kernels *paths[3] = {&kernels_scalar, NULL, NULL};
+#ifdef GPT2_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        paths[1] = &kernels_avx2;
+    if (paths[1] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        paths[2] = &kernels_avx512;
+#endif
+    const gpt2_type types[] = {GPT2_TYPE_F32, GPT2_TYPE_F16, GPT2_TYPE_BF16, GPT2_TYPE_Q8_0};
+    const int64_t sizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 777, 3072};
+    uint64_t seed = 99;
+    int compared = 0;
+    for (size_t ti = 0; ti < 4; ti++) {
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            int64_t n = sizes[si];
+            if (types[ti] == GPT2_TYPE_Q8_0) n = (n + 31) / 32 * 32;
+            size_t row_bytes = (size_t)n * 4 + 64;
+            uint8_t *w = malloc(4 * row_bytes);
+            float *x = malloc((size_t)n * sizeof *x), *v = malloc((size_t)n * sizeof *v);
+            for (int64_t i = 0; i < n; i++) x[i] = gb_randf(&seed) * 5;
+            for (int r = 0; r < 4; r++) {
+                for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed);
+                fill_row(w + (size_t)r * row_bytes, types[ti], v, n);
+            }
+            for (int nr = 1; nr <= 4; nr++) {
+                float ref[4], got[4], one[4];
+                paths[0]->dot[ti](w, row_bytes, nr, x, n, ref);
+                for (int p = 1; p < 3; p++) {
+                    if (!paths[p]) continue;
+                    paths[p]->dot[ti](w, row_bytes, nr, x, n, got);
+                    for (int j = 0; j < nr; j++) {
+                        double tol = 1e-5 * (1 + fabs(ref[j])) * sqrt((double)n);
+                        if (fabs(got[j] - ref[j]) > tol) {
+                            fprintf(stderr, "%s %s n=%lld row %d: %g vs scalar %g\n", paths[p]->name,
+                                    gpt2_type_name(types[ti]), (long long)n, j, got[j], ref[j]);
+                            fail();
+                        }
+                        /* and a row alone gives the same bits as the row among others */
+                        paths[p]->dot[ti](w + (size_t)j * row_bytes, row_bytes, 1, x, n, one);
+                        assert_memory_equal(&one[0], &got[j], sizeof(float));
+                    }
+                    compared++;
+                }
+                for (int j = 0; j < nr; j++) {
+                    paths[0]->dot[ti](w + (size_t)j * row_bytes, row_bytes, 1, x, n, one);
+                    assert_memory_equal(&one[0], &ref[j], sizeof(float));
+                }
+            }
+            free(w);
+            free(x);
+            free(v);
+        }
+    }
+    fprintf(stderr, "  %d SIMD results compared (avx2 %s, avx512 %s)\n", compared,
+            paths[1] ? "yes" : "no", paths[2] ? "yes" : "no");
+}
+
+/* f16 and bf16 conversions against their definitions, on every 16-bit pattern */
+static void test_half_conversions(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = f16_to_f32((uint16_t)h);
+        uint32_t e = (h >> 10) & 31, man = h & 1023;
+        if (e == 31 && man) {
+            assert_true(isnan(f));
+            continue;
+        }
+        double want = e == 0 ? ldexp((double)man, -24) : e == 31 ? INFINITY : ldexp(1024.0 + man, (int)e - 25);
+        if (h & 0x8000) want = -want;
+        assert_true((double)f == want);
+        assert_int_equal(f32_to_f16(f), h); /* exact round trip */
+        float b = bf16_to_f32((uint16_t)h);
+        if (!isnan(b)) assert_int_equal(f32_to_bf16(b), h);
+    }
+    /* rounding: halfway cases go to even */
+    assert_int_equal(f32_to_f16(1.0f + 0x1p-11f), 0x3c00);
+    assert_int_equal(f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);
+    assert_int_equal(f32_to_f16(65520.0f), 0x7c00);
+    assert_int_equal(f32_to_f16(65519.0f), 0x7bff);
+    assert_int_equal(f32_to_f16(0x1p-25f), 0);
+    assert_int_equal(f32_to_f16(0x1.8p-25f), 1);
+}
+
+/* perplexity with one window equals exp(HF's loss) */
+static void test_perplexity(void **state) {
+    (void)state;
+    gpt2_model *m = load(FIXTURE_GGUF);
+    gpt2_context *c = context(m, 2);
+    const jv *p = &jreq(&golden, "prompts")->items[4]; /* p4, 100 tokens */
+    size_t n;
+    int32_t *ids = jints(jreq(p, "tokens"), &n);
+    double ppl, nll;
+    assert_int_equal(gpt2_perplexity(c, ids, n, 0, 0, &ppl, &nll), GPT2_OK);
+    assert_true(fabs(nll - jreq(p, "hf_loss")->num) < 1e-4);
+    assert_true(fabs(ppl - exp(jreq(p, "hf_loss")->num)) / ppl < 1e-4);
+    /* sliding windows of 40 with stride 16: every token after the first is scored once */
+    double ppl2 = 0, nll2 = 0;
+    assert_int_equal(gpt2_perplexity(c, ids, n, 40, 16, &ppl2, &nll2), GPT2_OK);
+    assert_true(nll2 > 0 && fabs(nll2 - nll) < 1.0);
+    /* windows of the whole text give the single-window figure whatever the stride */
+    assert_int_equal(gpt2_perplexity(c, ids, n, 100, 30, &ppl2, &nll2), GPT2_OK);
+    assert_true(fabs(nll2 - nll) < 1e-9);
+    assert_int_equal(gpt2_perplexity(c, ids, 1, 0, 0, &ppl2, NULL), GPT2_E_ARG);
+    assert_int_equal(gpt2_perplexity(c, ids, n, 10, 20, &ppl2, NULL), GPT2_E_ARG);
+    free(ids);
+    gpt2_context_free(c);
+    gpt2_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_logits_f32),
+        cmocka_unit_test(test_golden_logits_every_path),
+        cmocka_unit_test(test_batching_and_threads_bit_identical),
+        cmocka_unit_test(test_context_full_and_bad_ids),
+        cmocka_unit_test(test_weight_types),
+        cmocka_unit_test(test_kernels_against_scalar),
+        cmocka_unit_test(test_half_conversions),
+        cmocka_unit_test(test_perplexity),
+    };
+    return cmocka_run_group_tests_name("forward", tests, setup, teardown);
+}

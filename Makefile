@@ -52,7 +52,7 @@ build/fixtures/tiny-f16.gguf: build/fixtures/tiny.gguf
 
 fixtures: $(FIXTURES)
 
-build/tests/%: tests/%.c tests/common.h tests/gguf_builder.h src/gpt2.c build/libgpt2.a | build/.dirs
+build/tests/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) src/gpt2.c build/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-unused-function $< build/libgpt2.a -lcmocka $(LDLIBS) -o $@
 
 # sanitized builds of the library, the suites and the tool
@@ -63,7 +63,7 @@ build/asan/libgpt2.a: build/asan/gpt2.o
 	rm -f $@
 	ar rcs $@ $^
 
-build/asan/%: tests/%.c tests/common.h tests/gguf_builder.h build/asan/libgpt2.a | build/.dirs
+build/asan/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) build/asan/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) -Wno-unused-function $< build/asan/libgpt2.a -lcmocka $(LDLIBS) -o $@
 
 build/asan/gpt2: src/main.c build/asan/libgpt2.a | build/.dirs

@@ -164,10 +164,12 @@ typedef struct gpt2_sampling {
     float    top_p;               /* 1.0 = off */
     float    repetition_penalty;  /* 1.0 = off */
     uint64_t seed;
+    int32_t  min_tokens_to_keep;  /* top-k / top-p never keep fewer; 0 means 1 (HF's default) */
 } gpt2_sampling;
 
 /* Applies, in place and in Hugging Face's order, repetition penalty (over prev), temperature,
-   top-k, top-p to one row of logits; removed entries become -INFINITY. */
+   top-k, top-p to one row of logits; removed entries become -INFINITY. Each step is skipped
+   when it is off: repetition_penalty 1, temperature 0 or 1, top_k 0, top_p 1. */
 void gpt2_process_logits(const gpt2_sampling *s, float *logits, int32_t n_vocab,
                          const int32_t *prev, size_t n_prev);
 

@@ -2285,8 +2285,9 @@ typedef struct {
     uint8_t *seen;
 } proc_scratch;
 
-/* top-k: remove every score strictly below the k-th highest. */
-static void top_k_filter(float *logits, int32_t V, int32_t k, proc_scratch *ps) {
+/* top-k: remove every score strictly below the k-th highest (ties with it all stay). */
+static void top_k_filter(float *logits, int32_t V, int32_t k, int32_t min_keep, proc_scratch *ps) {
+    if (k < min_keep) k = min_keep;
     if (k <= 0 || k >= V) return;
     sort_ascending(logits, V, ps->order, ps->order + V, ps->work);
     float kth = logits[ps->order[V - k]];
@@ -2305,7 +2306,7 @@ static double typed_value(float f) {
 /* top-p as Hugging Face computes it: sort ascending, float32 softmax, running sum (each
    partial sum rounded to float32), remove entries whose running sum is <= 1 - p, but never
    the highest. In words: keep a token iff the probability mass above it is < p. */
-static void top_p_filter(float *logits, int32_t V, float top_p, proc_scratch *ps) {
+static void top_p_filter(float *logits, int32_t V, float top_p, int32_t min_keep, proc_scratch *ps) {
     if (!(top_p < 1.0f)) return;
     uint32_t *order = ps->order;
     sort_ascending(logits, V, order, order + V, ps->work);
@@ -2320,7 +2321,7 @@ static void top_p_filter(float *logits, int32_t V, float top_p, proc_scratch *ps
     float inv = 1.0f / (float)sum;
     float threshold = (float)(1.0 - typed_value(top_p));
     float cum = 0.0f;
-    for (int32_t i = 0; i < V - 1; i++) { /* the last (highest) always stays */
+    for (int32_t i = 0; i < V - min_keep; i++) { /* the min_keep highest always stay */
         cum = (float)((double)cum + (double)(e[i] * inv));
         if (cum > threshold) break;
         logits[order[i]] = -INFINITY;
@@ -2333,15 +2334,16 @@ static void process_logits(const gpt2_sampling *s, float *logits, int32_t V, con
         repetition_penalty(logits, V, prev, n_prev, s->repetition_penalty, ps->seen);
     if (s->temperature > 0 && s->temperature != 1.0f)
         for (int32_t i = 0; i < V; i++) logits[i] = logits[i] / s->temperature;
-    if (s->top_k > 0) top_k_filter(logits, V, s->top_k, ps);
-    if (s->top_p < 1.0f && s->top_p > 0) top_p_filter(logits, V, s->top_p, ps);
+    int32_t min_keep = s->min_tokens_to_keep > 1 ? s->min_tokens_to_keep : 1;
+    if (s->top_k > 0) top_k_filter(logits, V, s->top_k, min_keep, ps);
+    if (s->top_p < 1.0f && s->top_p >= 0) top_p_filter(logits, V, s->top_p, min_keep, ps);
 }
 
 void gpt2_process_logits(const gpt2_sampling *s, float *logits, int32_t n_vocab,
                          const int32_t *prev, size_t n_prev) {
     if (!s || !logits || n_vocab <= 0 || (!prev && n_prev)) return;
     proc_scratch ps = {NULL, NULL, NULL};
-    bool sorts = (s->top_k > 0 && s->top_k < n_vocab) || (s->top_p < 1.0f && s->top_p > 0);
+    bool sorts = (s->top_k > 0 && s->top_k < n_vocab) || (s->top_p < 1.0f && s->top_p >= 0);
     if (sorts) {
         ps.work = malloc((size_t)n_vocab * sizeof(float));
         ps.order = malloc(2 * (size_t)n_vocab * sizeof(uint32_t));
@@ -2467,11 +2469,12 @@ static gpt2_status check_params(const gpt2_context *c, const int32_t *prompt, si
     const gpt2_sampling *s = &p->sampling;
     const int32_t V = c->m->cfg.n_vocab;
     if (!(s->temperature >= 0) || isinf(s->temperature) || s->top_k < 0 ||
-        !(s->top_p > 0 && s->top_p <= 1) || !(s->repetition_penalty > 0) ||
+        !(s->top_p >= 0 && s->top_p <= 1) || !(s->repetition_penalty > 0) ||
         isinf(s->repetition_penalty) || p->max_new_tokens < 0 || p->num_beams < 1 ||
         p->num_beams > GPT2_MAX_BATCH || !isfinite(p->length_penalty) ||
         p->early_stopping < 0 || p->early_stopping > 2 || p->num_return_sequences < 1 ||
-        p->num_return_sequences > p->num_beams || p->eos_id < -1 || p->eos_id >= V)
+        p->num_return_sequences > p->num_beams || p->eos_id < -1 || p->eos_id >= V ||
+        s->min_tokens_to_keep < 0)
         return GPT2_E_ARG;
     if (n_prompt == 0 || !prompt) return GPT2_E_ARG; /* the model needs at least one token */
     for (size_t i = 0; i < n_prompt; i++)

@@ -1,0 +1,474 @@
+/* test_decode.c — decoding against Hugging Face transformers 4.40: the logits processors,
+ * greedy decoding, beam search; and our own sampling (seeded, thread-independent, unbiased).
+ *
+ * White-box: the engine is included so single processors can be called with HF's
+ * min_tokens_to_keep and the sampler can be driven directly.
+ */
+#include "../src/gpt2.c" /* first: it sets the POSIX feature level for the system headers */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common.h"
+
+static gpt2_model *model;
+
+static int setup(void **state) {
+    (void)state;
+    char err[256];
+    if (gpt2_load(FIXTURE_GGUF, &model, err, sizeof err) != GPT2_OK) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    gpt2_free(model);
+    return 0;
+}
+
+/* ---- logits processors ----------------------------------------------------------------- */
+
+static const float *bin;
+
+/* a row: a JSON list, or {"offset", "length"} into processors.bin */
+static float *row_of(const jv *v, int32_t *n) {
+    if (v->t == J_ARR) {
+        float *r = malloc(v->len * sizeof *r);
+        for (size_t i = 0; i < v->len; i++) r[i] = (float)jnum(&v->items[i]);
+        *n = (int32_t)v->len;
+        return r;
+    }
+    *n = (int32_t)jreq(v, "length")->num;
+    float *r = malloc((size_t)*n * sizeof *r);
+    memcpy(r, bin + (size_t)jreq(v, "offset")->num, (size_t)*n * sizeof *r);
+    return r;
+}
+
+static double num_or(const jv *o, const char *key, double dflt) {
+    const jv *v = jget(o, key);
+    return v && v->t == J_NUM ? v->num : dflt;
+}
+
+/* the same kept set; finite values to 1e-6 relative */
+static void expect_row(const float *got, const float *want, int32_t n, bool same_set, int kept) {
+    int k = 0;
+    for (int32_t i = 0; i < n; i++) {
+        k += isfinite(got[i]);
+        if (!same_set) continue;
+        if (isinf(want[i])) {
+            if (!isinf(got[i])) {
+                fprintf(stderr, "entry %d kept, HF removed it\n", i);
+                fail();
+            }
+        } else if (!(fabs(got[i] - want[i]) <= 1e-6 * (1 + fabs(want[i])))) {
+            fprintf(stderr, "entry %d: %.9g, HF %.9g\n", i, got[i], want[i]);
+            fail();
+        }
+    }
+    assert_int_equal(k, kept);
+}
+
+static void run_processor_test(const jv *row, const jv *t, int *n_tests) {
+    int32_t n;
+    float *x = row_of(jreq(row, "input"), &n);
+    size_t n_prev;
+    int32_t *prev = jints(jreq(row, "input_ids"), &n_prev);
+    const char *op = jreq(t, "op")->str;
+    const jv *params = jreq(t, "params");
+    uint8_t *seen = calloc((size_t)n, 1);
+    float *work = malloc((size_t)n * sizeof *work);
+    uint32_t *order = malloc(2 * (size_t)n * sizeof *order);
+    proc_scratch ps = {work, order, seen};
+    int min_keep = (int)num_or(params, "min_tokens_to_keep", 1);
+    const jv *tie = jget(t, "tie_across_boundary");
+    bool same_set = !(tie && tie->t == J_BOOL && tie->num);
+    if (!strcmp(op, "chain")) {
+        gpt2_sampling s = {1.0f, 0, 1.0f, 1.0f, 0, min_keep};
+        if (jget(params, "hf_sampling_defaults")) s.top_k = 50; /* GenerationConfig(do_sample=True) */
+        s.temperature = (float)num_or(params, "temperature", 1.0);
+        s.top_k = (int32_t)num_or(params, "top_k", s.top_k);
+        s.top_p = (float)num_or(params, "top_p", 1.0);
+        s.repetition_penalty = (float)num_or(params, "repetition_penalty", 1.0);
+        process_logits(&s, x, n, prev, n_prev, &ps);
+        const jv *stages = jreq(t, "stages");
+        const jv *last = &stages->items[stages->len - 1];
+        const jv *lt = jget(last, "tie_across_boundary");
+        same_set = !(lt && lt->t == J_BOOL && lt->num);
+        int32_t nw;
+        float *want = row_of(jreq(last, "output"), &nw);
+        expect_row(x, want, n, same_set, (int)jreq(t, "kept")->num);
+        /* the sampling distribution: softmax of what survives */
+        float *probs = row_of(jreq(t, "probs"), &nw);
+        float mx = x[argmax(x, n)];
+        double z = 0;
+        for (int32_t i = 0; i < n; i++) z += exp((double)x[i] - mx);
+        for (int32_t i = 0; same_set && i < n; i++)
+            assert_true(fabs(exp((double)x[i] - mx) / z - probs[i]) < 1e-6);
+        free(want);
+        free(probs);
+    } else {
+        if (!strcmp(op, "temperature")) {
+            gpt2_sampling s = {(float)jreq(params, "temperature")->num, 0, 1.0f, 1.0f, 0, 1};
+            process_logits(&s, x, n, prev, n_prev, &ps);
+        } else if (!strcmp(op, "top_k")) {
+            top_k_filter(x, n, (int32_t)jreq(params, "top_k")->num, min_keep, &ps);
+        } else if (!strcmp(op, "top_p")) {
+            top_p_filter(x, n, (float)jreq(params, "top_p")->num, min_keep, &ps);
+        } else if (!strcmp(op, "repetition_penalty")) {
+            repetition_penalty(x, n, prev, n_prev, (float)jreq(params, "penalty")->num, seen);
+            /* the public entry point gives the same */
+        } else {
+            test_die("unknown op %s", op);
+        }
+        int32_t nw;
+        float *want = row_of(jreq(t, "output"), &nw);
+        assert_int_equal(nw, n);
+        expect_row(x, want, n, same_set, (int)jreq(t, "kept")->num);
+        free(want);
+    }
+    for (int32_t i = 0; i < n; i++) assert_int_equal(seen[i], 0); /* scratch left clean */
+    (*n_tests)++;
+    free(x);
+    free(prev);
+    free(seen);
+    free(work);
+    free(order);
+}
+
+static void test_processors_golden(void **state) {
+    (void)state;
+    jv p = json_file(DATA "golden/processors.json");
+    bin = (const float *)(const void *)read_all(DATA "golden/processors.bin", NULL);
+    int n_tests = 0;
+    const char *sets[] = {"small", "full"};
+    for (int s = 0; s < 2; s++) {
+        const jv *rows = jreq(&p, sets[s]);
+        for (size_t r = 0; r < rows->len; r++) {
+            const jv *tests = jreq(&rows->items[r], "tests");
+            for (size_t t = 0; t < tests->len; t++) run_processor_test(&rows->items[r], &tests->items[t], &n_tests);
+        }
+    }
+    fprintf(stderr, "  %d processor outputs reproduced\n", n_tests);
+    assert_true(n_tests >= 100);
+    free((void *)bin);
+    json_free(&p);
+}
+
+/* the public gpt2_process_logits equals the chain (repetition, temperature, top-k, top-p) */
+static void test_process_logits_public(void **state) {
+    (void)state;
+    float a[8] = {2.0f, 1.0f, 0.5f, 0.5f, -1.0f, -3.0f, 0.0f, 4.0f};
+    int32_t prev[4] = {2, 4, 4, 7};
+    gpt2_sampling s = {0.7f, 3, 0.9f, 1.3f, 0, 0};
+    gpt2_process_logits(&s, a, 8, prev, 4);
+    /* HF: [2/.7, -inf, -inf, -inf, -inf, -inf, -inf, (4/1.3)/.7] */
+    assert_true(fabsf(a[0] - 2.0f / 0.7f) < 1e-6f);
+    assert_true(fabsf(a[7] - (4.0f / 1.3f) / 0.7f) < 1e-6f);
+    for (int i = 1; i < 7; i++) assert_true(isinf(a[i]) && a[i] < 0);
+    /* edge cases: k >= V and p = 1 change nothing; one survivor; all equal */
+    float b[5] = {1, 2, 3, 4, 5}, c[5];
+    memcpy(c, b, sizeof b);
+    gpt2_sampling off = {1.0f, 5, 1.0f, 1.0f, 0, 0};
+    gpt2_process_logits(&off, c, 5, NULL, 0);
+    assert_memory_equal(b, c, sizeof b);
+    off.top_k = 1000;
+    gpt2_process_logits(&off, c, 5, NULL, 0);
+    assert_memory_equal(b, c, sizeof b);
+    gpt2_sampling one = {1.0f, 1, 1.0f, 1.0f, 0, 0};
+    gpt2_process_logits(&one, c, 5, NULL, 0);
+    for (int i = 0; i < 4; i++) assert_true(isinf(c[i]));
+    assert_true(c[4] == 5.0f);
+    float e[6] = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+    gpt2_sampling k2 = {1.0f, 2, 1.0f, 1.0f, 0, 0};
+    gpt2_process_logits(&k2, e, 6, NULL, 0);
+    for (int i = 0; i < 6; i++) assert_true(e[i] == 0.5f); /* ties with the k-th all survive */
+    gpt2_sampling p5 = {1.0f, 0, 0.5f, 1.0f, 0, 0};
+    gpt2_process_logits(&p5, e, 6, NULL, 0);
+    int kept = 0;
+    for (int i = 0; i < 6; i++) kept += isfinite(e[i]);
+    assert_int_equal(kept, 3); /* mass above must stay < 0.5: three of six */
+    assert_true(isinf(e[0]) && isfinite(e[5])); /* equal values: the lower ids go first */
+    /* repetition penalty counts an id once, however often it occurs */
+    float r[3] = {2.0f, -2.0f, 1.0f};
+    int32_t rp[5] = {0, 0, 1, 0, 1};
+    gpt2_sampling pen = {1.0f, 0, 1.0f, 2.0f, 0, 0};
+    gpt2_process_logits(&pen, r, 3, rp, 5);
+    assert_true(r[0] == 1.0f && r[1] == -4.0f && r[2] == 1.0f);
+    int32_t many[100];
+    for (int i = 0; i < 100; i++) many[i] = i % 2; /* > 64: the allocated-scratch path */
+    float r2[3] = {2.0f, -2.0f, 1.0f};
+    gpt2_process_logits(&pen, r2, 3, many, 100);
+    assert_true(r2[0] == 1.0f && r2[1] == -4.0f && r2[2] == 1.0f);
+}
+
+/* ---- greedy ------------------------------------------------------------------------------- */
+
+static gpt2_context *ctx(int threads) {
+    gpt2_context *c;
+    assert_int_equal(gpt2_context_new(model, &(gpt2_context_params){threads, 0}, &c), GPT2_OK);
+    return c;
+}
+
+static void test_greedy_golden(void **state) {
+    (void)state;
+    jv g = json_file(DATA "golden/greedy.json");
+    const jv *cases = jreq(&g, "cases");
+    gpt2_context *c = ctx(2);
+    for (size_t i = 0; i < cases->len; i++) {
+        const jv *cs = &cases->items[i];
+        size_t n_prompt, n_want;
+        int32_t *prompt = jints(jreq(cs, "prompt_tokens"), &n_prompt);
+        int32_t *want = jints(jreq(cs, "new_tokens"), &n_want);
+        gpt2_generate_params p = gpt2_generate_default_params(model);
+        p.sampling.temperature = 0;
+        p.max_new_tokens = (int32_t)jreq(cs, "max_new_tokens")->num;
+        p.eos_id = (int32_t)jreq(cs, "eos_token_id")->num;
+        p.sampling.repetition_penalty = (float)num_or(cs, "repetition_penalty", 1.0);
+        int32_t out[64];
+        size_t n_out;
+        gpt2_generate_info info;
+        memset(&info, 0, sizeof info);
+        assert_int_equal(gpt2_generate_ex(c, prompt, n_prompt, &p, out, 64, &n_out, NULL, NULL, &info), GPT2_OK);
+        assert_int_equal(n_out, n_want);
+        assert_memory_equal(out, want, n_out * sizeof *out);
+        bool eos = jreq(cs, "stopped_by_eos")->num != 0;
+        assert_int_equal(info.stop, eos ? GPT2_STOP_EOS : GPT2_STOP_LENGTH);
+        free(prompt);
+        free(want);
+    }
+    fprintf(stderr, "  %zu greedy cases reproduced token for token\n", cases->len);
+    gpt2_context_free(c);
+    json_free(&g);
+}
+
+/* ---- beam search -------------------------------------------------------------------------- */
+
+static void test_beam_golden(void **state) {
+    (void)state;
+    jv b = json_file(DATA "golden/beam.json");
+    const jv *cases = jreq(&b, "cases");
+    gpt2_context *c = ctx(2);
+    int runs = 0;
+    double worst = 0;
+    for (size_t i = 0; i < cases->len; i++) {
+        const jv *cs = &cases->items[i];
+        size_t n_prompt;
+        int32_t *prompt = jints(jreq(cs, "prompt_tokens"), &n_prompt);
+        const jv *rl = jreq(cs, "runs");
+        for (size_t r = 0; r < rl->len; r++) {
+            const jv *run = &rl->items[r];
+            gpt2_generate_params p = gpt2_generate_default_params(model);
+            p.max_new_tokens = (int32_t)jreq(cs, "max_new_tokens")->num;
+            p.eos_id = (int32_t)jreq(cs, "eos_token_id")->num;
+            p.sampling.repetition_penalty = (float)num_or(cs, "repetition_penalty", 1.0);
+            p.num_beams = (int32_t)jreq(run, "num_beams")->num;
+            p.length_penalty = (float)jreq(run, "length_penalty")->num;
+            p.early_stopping = jreq(run, "early_stopping")->num != 0;
+            p.num_return_sequences = (int32_t)jreq(run, "num_return_sequences")->num;
+            int32_t out[256];
+            double scores[8];
+            size_t n_out;
+            gpt2_generate_info info;
+            memset(&info, 0, sizeof info);
+            info.scores = scores;
+            assert_int_equal(gpt2_generate_ex(c, prompt, n_prompt, &p, out, 256, &n_out, NULL, NULL, &info), GPT2_OK);
+            const jv *hyps = jreq(run, "hypotheses");
+            assert_int_equal(info.n_hypotheses, (int)hyps->len);
+            size_t k = 0;
+            for (size_t h = 0; h < hyps->len; h++) {
+                size_t nt;
+                int32_t *want = jints(jreq(&hyps->items[h], "tokens"), &nt);
+                for (size_t j = 0; j < nt; j++, k++) {
+                    if (k >= n_out || out[k] != want[j]) {
+                        fprintf(stderr, "case %zu run %zu hypothesis %zu token %zu differs\n", i, r, h, j);
+                        fail();
+                    }
+                }
+                assert_int_equal(out[k++], -1);
+                double d = fabs(scores[h] - jreq(&hyps->items[h], "score")->num);
+                if (d > worst) worst = d;
+                assert_true(d < 1e-4);
+                free(want);
+            }
+            assert_int_equal(k, n_out);
+            runs++;
+        }
+        free(prompt);
+    }
+    fprintf(stderr, "  %d beam-search runs reproduced, scores within %.2g\n", runs, worst);
+    assert_int_equal(runs, 77);
+    gpt2_context_free(c);
+    json_free(&b);
+}
+
+/* 4 beams with 1, 2 and 3 threads give the same hypotheses */
+static void test_beam_threads(void **state) {
+    (void)state;
+    int32_t prompt[3] = {464, 3290, 318};
+    int32_t ref[64];
+    size_t n_ref = 0;
+    for (int threads = 1; threads <= 3; threads++) {
+        gpt2_context *c = ctx(threads);
+        gpt2_generate_params p = gpt2_generate_default_params(model);
+        p.num_beams = 4;
+        p.num_return_sequences = 3;
+        p.max_new_tokens = 12;
+        int32_t out[64];
+        size_t n;
+        assert_int_equal(gpt2_generate(c, prompt, 3, &p, out, 64, &n, NULL, NULL), GPT2_OK);
+        if (threads == 1) {
+            memcpy(ref, out, n * sizeof *out);
+            n_ref = n;
+        } else {
+            assert_int_equal(n, n_ref);
+            assert_memory_equal(out, ref, n * sizeof *out);
+        }
+        gpt2_context_free(c);
+    }
+}
+
+/* ---- sampling ----------------------------------------------------------------------------- */
+
+static size_t sample_run(int threads, uint64_t seed, int32_t *out) {
+    gpt2_context *c = ctx(threads);
+    gpt2_generate_params p = gpt2_generate_default_params(model);
+    p.sampling.temperature = 0.8f;
+    p.sampling.top_k = 40;
+    p.sampling.top_p = 0.95f;
+    p.sampling.seed = seed;
+    p.max_new_tokens = 24;
+    int32_t prompt[2] = {15496, 995};
+    size_t n;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 64, &n, NULL, NULL), GPT2_OK);
+    gpt2_context_free(c);
+    return n;
+}
+
+static void test_sampling_seeded(void **state) {
+    (void)state;
+    int32_t a[64], b[64], d[64];
+    size_t na = sample_run(1, 7, a), nb = sample_run(3, 7, b), nd = sample_run(2, 8, d);
+    assert_int_equal(na, 24);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof *a); /* same seed, any thread count */
+    assert_true(nd != na || memcmp(a, d, na * sizeof *a) != 0); /* another seed, another text */
+    /* a regression vector: this seed gave these tokens when the sampler was written */
+    static const int32_t expect[24] = {
+#include "data/sampling_seed7.inc"
+    };
+    if (memcmp(a, expect, sizeof expect) != 0) {
+        for (size_t i = 0; i < na; i++) fprintf(stderr, "%d,%s", a[i], i + 1 == na ? "\n" : " ");
+        fail();
+    }
+}
+
+/* The draws follow softmax: a chi-square test over 200,000 seeded draws (deterministic, so
+   it cannot flake; the bound is the 99.99% quantile for 7 degrees of freedom). */
+static void test_sampling_distribution(void **state) {
+    (void)state;
+    float logits[8] = {1.0f, 2.0f, 0.5f, -1.0f, 3.0f, 0.0f, 2.5f, -INFINITY};
+    double z = 0, p[8];
+    for (int i = 0; i < 8; i++) z += exp(logits[i]);
+    for (int i = 0; i < 8; i++) p[i] = exp(logits[i]) / z;
+    rng r;
+    rng_seed(&r, 12345);
+    int counts[8] = {0};
+    const int N = 200000;
+    for (int i = 0; i < N; i++) counts[sample(logits, 8, &r)]++;
+    assert_int_equal(counts[7], 0); /* a removed token is never drawn */
+    double chi2 = 0;
+    for (int i = 0; i < 7; i++) chi2 += (counts[i] - N * p[i]) * (counts[i] - N * p[i]) / (N * p[i]);
+    fprintf(stderr, "  chi-square over 7 classes: %.2f (bound 27.9)\n", chi2);
+    assert_true(chi2 < 27.88);
+    /* uniform draws cover [0, 1) */
+    double lo = 1, hi = 0;
+    for (int i = 0; i < 10000; i++) {
+        double u = rng_uniform(&r);
+        assert_true(u >= 0 && u < 1);
+        lo = u < lo ? u : lo;
+        hi = u > hi ? u : hi;
+    }
+    assert_true(lo < 0.001 && hi > 0.999);
+}
+
+/* ---- generate: arguments, callback, stop conditions --------------------------------------- */
+
+static int stop_after_3(void *user, int32_t id, const char *bytes, size_t len) {
+    int *n = user;
+    assert_true(id >= 0 && bytes && len > 0);
+    return ++*n == 3;
+}
+
+static void test_generate_arguments_and_stops(void **state) {
+    (void)state;
+    gpt2_context *c = ctx(2);
+    int32_t prompt[2] = {15496, 995}, out[300];
+    size_t n;
+    gpt2_generate_params p = gpt2_generate_default_params(model);
+    p.sampling.temperature = 0;
+    p.max_new_tokens = 10;
+    int calls = 0;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 300, &n, stop_after_3, &calls), GPT2_OK);
+    assert_int_equal(calls, 3);
+    assert_int_equal(n, 3);
+    /* out too small: the tokens that fit, then GPT2_E_BUFFER */
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 4, &n, NULL, NULL), GPT2_E_BUFFER);
+    assert_int_equal(n, 4);
+    /* the context end: 128 positions, a 120-token prompt leaves room for 9 new tokens */
+    int32_t longp[128];
+    for (int i = 0; i < 128; i++) longp[i] = (i * 7919) % 50000;
+    p.max_new_tokens = 50;
+    p.eos_id = -1;
+    gpt2_generate_info info;
+    memset(&info, 0, sizeof info);
+    assert_int_equal(gpt2_generate_ex(c, longp, 120, &p, out, 300, &n, NULL, NULL, &info), GPT2_E_CONTEXT_FULL);
+    assert_int_equal(n, 9);
+    assert_int_equal(info.stop, GPT2_STOP_CONTEXT);
+    assert_int_equal(gpt2_generate(c, longp, 129 > 128 ? 128 : 0, &p, out, 300, &n, NULL, NULL), GPT2_E_CONTEXT_FULL);
+    /* bad arguments */
+    gpt2_generate_params bad = p;
+    bad.sampling.temperature = -1;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &bad, out, 300, &n, NULL, NULL), GPT2_E_ARG);
+    bad = p;
+    bad.sampling.top_p = 1.5f;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &bad, out, 300, &n, NULL, NULL), GPT2_E_ARG);
+    bad = p;
+    bad.num_beams = 2;
+    bad.num_return_sequences = 3; /* more hypotheses than beams */
+    assert_int_equal(gpt2_generate(c, prompt, 2, &bad, out, 300, &n, NULL, NULL), GPT2_E_ARG);
+    bad = p;
+    bad.num_beams = 0;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &bad, out, 300, &n, NULL, NULL), GPT2_E_ARG);
+    bad = p;
+    bad.eos_id = 50257;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &bad, out, 300, &n, NULL, NULL), GPT2_E_ARG);
+    assert_int_equal(gpt2_generate(c, prompt, 0, &p, out, 300, &n, NULL, NULL), GPT2_E_ARG);
+    int32_t badp[1] = {50257};
+    assert_int_equal(gpt2_generate(c, badp, 1, &p, out, 300, &n, NULL, NULL), GPT2_E_ARG);
+    assert_int_equal(gpt2_generate(c, prompt, 2, NULL, out, 300, &n, NULL, NULL), GPT2_E_ARG);
+    /* max_new_tokens 0: nothing */
+    p.max_new_tokens = 0;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 300, &n, NULL, NULL), GPT2_OK);
+    assert_int_equal(n, 0);
+    gpt2_context_free(c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_processors_golden),
+        cmocka_unit_test(test_process_logits_public),
+        cmocka_unit_test(test_greedy_golden),
+        cmocka_unit_test(test_beam_golden),
+        cmocka_unit_test(test_beam_threads),
+        cmocka_unit_test(test_sampling_seeded),
+        cmocka_unit_test(test_sampling_distribution),
+        cmocka_unit_test(test_generate_arguments_and_stops),
+    };
+    return cmocka_run_group_tests_name("decode", tests, setup, teardown);
+}

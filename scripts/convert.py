@@ -581,7 +581,7 @@ def pack_f16(vals):
     return b"".join(chunks)
 
 
-def convert(src_dir, out_path, out_type_name):
+def convert(src_dir, out_path, out_type_name, name=None):
     t0 = time.time()
 
     def load_json(name):
@@ -664,19 +664,19 @@ def convert(src_dir, out_path, out_type_name):
     out_type = GGML_F16 if out_type_name == "f16" else GGML_F32
     infos = []
     offset = 0
-    for name, t, transpose in plan:
-        short = name.split(".", 2)[-1] if name.startswith("blk.") else name
+    for tname, t, transpose in plan:
+        short = tname.split(".", 2)[-1] if tname.startswith("blk.") else tname
         if t.shape != expect[short]:
-            raise ConvertError("tensor %s has shape %s, expected %s" % (name, t.shape, expect[short]))
+            raise ConvertError("tensor %s has shape %s, expected %s" % (tname, t.shape, expect[short]))
         shape = list(reversed(t.shape)) if transpose else list(t.shape)  # row-major [out][in]
         ttype = out_type if len(shape) == 2 else GGML_F32
         ne = list(reversed(shape))  # GGUF lists dimensions fastest first
         nbytes = t.numel() * (4 if ttype == GGML_F32 else 2)
-        infos.append((name, t, transpose, ne, ttype, offset, nbytes))
+        infos.append((tname, t, transpose, ne, ttype, offset, nbytes))
         offset += nbytes + pad_to(nbytes)
 
-    name = os.path.basename(os.path.normpath(src_dir)) if cfg.get("_name_or_path") is None \
-        else str(cfg["_name_or_path"])
+    if name is None:
+        name = str(cfg.get("_name_or_path") or os.path.basename(os.path.abspath(src_dir)))
     meta = [
         kv("general.architecture", T_STRING, "gpt2"),
         kv("general.name", T_STRING, name),
@@ -698,8 +698,8 @@ def convert(src_dir, out_path, out_type_name):
         kv("tokenizer.ggml.add_bos_token", T_BOOL, False),
     ]
     header = [GGUF_MAGIC, struct.pack("<IQQ", GGUF_VERSION, len(infos), len(meta))] + meta
-    for name, t, transpose, ne, ttype, off, nbytes in infos:
-        header.append(gguf_string(name) + struct.pack("<I", len(ne)) +
+    for tname, t, transpose, ne, ttype, off, nbytes in infos:
+        header.append(gguf_string(tname) + struct.pack("<I", len(ne)) +
                       struct.pack("<%dQ" % len(ne), *ne) + struct.pack("<IQ", ttype, off))
     head = b"".join(header)
     head += b"\0" * pad_to(len(head))
@@ -708,9 +708,9 @@ def convert(src_dir, out_path, out_type_name):
     try:
         with open(tmp, "wb") as f:
             f.write(head)
-            for name, t, transpose, ne, ttype, off, nbytes in infos:
+            for tname, t, transpose, ne, ttype, off, nbytes in infos:
                 payload = tensor_payload(t, transpose, ttype)
-                assert len(payload) == nbytes, name
+                assert len(payload) == nbytes, tname
                 f.write(payload)
                 f.write(b"\0" * pad_to(nbytes))
         os.replace(tmp, out_path)
@@ -737,15 +737,15 @@ def main(argv=None):
     ap.add_argument("--revision", default="main", help="Hub revision (branch, tag or commit) to download")
     args = ap.parse_args(argv)
     try:
-        src = args.src
+        src, name = args.src, None
         if not os.path.isdir(src):
             if os.path.exists(src) or src.startswith((".", "/")) or src.endswith(("/", ".gguf")):
                 raise ConvertError("%s: not a directory" % src)
-            src = fetch_model(src, args.revision)
+            src, name = fetch_model(src, args.revision), src
         out_dir = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(out_dir):
             raise ConvertError("cannot write %s: directory %s does not exist" % (args.output, out_dir))
-        convert(src, args.output, args.type)
+        convert(src, args.output, args.type, name)
     except ConvertError as e:
         log("convert.py: error: %s" % e)
         return 1

@@ -1,0 +1,214 @@
+/* test_cli.c — the gpt2 command-line tool end to end, on the fixture model.
+ *
+ * Runs $GPT2_BIN (default build/gpt2) through the shell and checks stdout, stderr and the exit
+ * status. Errors must be exactly one line on stderr, starting "gpt2: error:".
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <sys/wait.h>
+
+#include "common.h"
+#include "gpt2.h"
+
+static const char *bin;
+static char *out_text, *err_text;
+
+static int setup(void **state) {
+    (void)state;
+    bin = getenv("GPT2_BIN");
+    if (!bin) bin = "build/gpt2";
+    return 0;
+}
+
+/* Runs `gpt2 ARGS` (a shell fragment); captures stdout and stderr; returns the exit status. */
+static int run(const char *fmt, ...) {
+    char args[8192], cmd[9000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    /* stdin is empty unless the arguments redirect it */
+    snprintf(cmd, sizeof cmd, "%s %s >build/tests/cli.out 2>build/tests/cli.err%s", bin, args,
+             strchr(args, '<') ? "" : " </dev/null");
+    int st = system(cmd);
+    free(out_text);
+    free(err_text);
+    out_text = read_all("build/tests/cli.out", NULL);
+    err_text = read_all("build/tests/cli.err", NULL);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* the failure report: one line, naming the problem */
+static void expect_error(int status, int want_status, const char *needle) {
+    if (status != want_status || strncmp(err_text, "gpt2: error: ", 13) != 0 ||
+        strchr(err_text, '\n') != err_text + strlen(err_text) - 1 || !strstr(err_text, needle)) {
+        fprintf(stderr, "status %d (want %d), stderr: [%s], want it to mention [%s]\n", status,
+                want_status, err_text, needle);
+        fail();
+    }
+    assert_string_equal(out_text, "");
+}
+
+#define M "-m " FIXTURE_GGUF
+
+static void test_tokenize_detokenize(void **state) {
+    (void)state;
+    assert_int_equal(run("tokenize " M " 'Hello world'"), 0);
+    assert_string_equal(out_text, "15496 995\n");
+    assert_int_equal(run("detokenize " M " 15496 995"), 0);
+    assert_string_equal(out_text, "Hello world");
+    assert_int_equal(system("printf 'Hello world' > build/tests/cli.in"), 0);
+    assert_int_equal(run("tokenize " M " -f build/tests/cli.in"), 0);
+    assert_string_equal(out_text, "15496 995\n");
+    assert_int_equal(run("tokenize " M " < build/tests/cli.in"), 0);
+    assert_string_equal(out_text, "15496 995\n");
+    assert_int_equal(run("tokenize " M " --special '<|endoftext|>'"), 0);
+    assert_string_equal(out_text, "50256\n");
+    expect_error(run("detokenize " M " 50257"), 1, "outside the vocabulary");
+    expect_error(run("detokenize " M " abc"), 2, "token id");
+    assert_int_equal(run("tokenize --help"), 0);
+    assert_non_null(strstr(out_text, "usage: gpt2 tokenize"));
+}
+
+/* the CLI's greedy completion equals gpt2_generate's tokens */
+static void test_complete_greedy(void **state) {
+    (void)state;
+    gpt2_model *m;
+    assert_int_equal(gpt2_load(FIXTURE_GGUF, &m, NULL, 0), GPT2_OK);
+    gpt2_context *c;
+    assert_int_equal(gpt2_context_new(m, NULL, &c), GPT2_OK);
+    int32_t prompt[2] = {15496, 995}, out[16];
+    size_t n;
+    gpt2_generate_params p = gpt2_generate_default_params(m);
+    p.sampling.temperature = 0;
+    p.max_new_tokens = 12;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 16, &n, NULL, NULL), GPT2_OK);
+    char want[512];
+    size_t len;
+    assert_int_equal(gpt2_detokenize(m, out, n, want, sizeof want - 2, &len), GPT2_OK);
+    want[len] = '\n';
+    want[len + 1] = '\0';
+    assert_int_equal(run(M " -p 'Hello world' -n 12 --greedy --no-prompt"), 0);
+    assert_string_equal(out_text, want);
+    assert_string_equal(err_text, "");
+    /* the prompt is echoed by default */
+    assert_int_equal(run(M " -p 'Hello world' -n 12 --greedy"), 0);
+    assert_int_equal(strncmp(out_text, "Hello world", 11), 0);
+    assert_string_equal(out_text + 11, want);
+    /* --stats: one report on stderr */
+    assert_int_equal(run(M " -p 'Hello world' -n 12 --greedy --stats"), 0);
+    assert_non_null(strstr(err_text, "tokens/s"));
+    assert_non_null(strstr(err_text, "load"));
+    /* a stop string across the boundary of tokens 2 and 3 ends the text before it */
+    size_t b = 0, bl;
+    const char *tb;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(gpt2_token_bytes(m, out[i], &tb, &bl), GPT2_OK);
+        b += bl;
+    }
+    assert_true(b >= 1 && len >= b + 1);
+    char stop[3] = {want[b - 1], want[b], '\0'}, quoted[32];
+    /* shell-quote it (backslashes doubled for the CLI's own unescaping) */
+    size_t q = 0;
+    quoted[q++] = '\'';
+    for (int i = 0; i < 2; i++) {
+        if (stop[i] == '\'') { memcpy(quoted + q, "'\\''", 4); q += 4; }
+        else if (stop[i] == '\\') { quoted[q++] = '\\'; quoted[q++] = '\\'; }
+        else quoted[q++] = stop[i];
+    }
+    quoted[q++] = '\'';
+    quoted[q] = '\0';
+    assert_int_equal(run(M " -p 'Hello world' -n 12 --greedy --no-prompt --stop %s", quoted), 0);
+    char *first = strstr(want, stop);
+    assert_non_null(first);
+    assert_int_equal(strlen(out_text), (size_t)(first - want) + 1);
+    assert_memory_equal(out_text, want, (size_t)(first - want));
+    gpt2_context_free(c);
+    gpt2_free(m);
+}
+
+static void test_sampling_and_beams(void **state) {
+    (void)state;
+    assert_int_equal(run(M " -p 'Hello' -n 10 --seed 5 -t 1 --no-prompt"), 0);
+    char *a = strdup(out_text);
+    assert_int_equal(run(M " -p 'Hello' -n 10 --seed 5 -t 2 --no-prompt"), 0);
+    assert_string_equal(out_text, a);
+    free(a);
+    assert_int_equal(run(M " -p 'Hello' -n 6 --beams 3 --num-return 2 --no-prompt"), 0);
+    assert_non_null(strstr(out_text, "[hypothesis 1, score "));
+    assert_non_null(strstr(out_text, "[hypothesis 2, score "));
+    expect_error(run(M " -p 'Hello' --beams 2 --num-return 3"), 2, "--num-return");
+}
+
+static void test_errors_are_one_line(void **state) {
+    (void)state;
+    expect_error(run("-m no/such/model.gguf -p hi"), 1, "no/such/model.gguf");
+    expect_error(run(M " -p hi --bogus"), 2, "--bogus");
+    expect_error(run(M " -p hi --temp -1"), 2, "--temp");
+    expect_error(run(M " -p hi --temp abc"), 2, "--temp");
+    expect_error(run(M " -p hi --top-p 0"), 2, "--top-p");
+    expect_error(run(M " -p hi --top-p 1.5"), 2, "--top-p");
+    expect_error(run(M " -p hi --top-k -3"), 2, "--top-k");
+    expect_error(run(M " -p hi --beams 0"), 2, "--beams");
+    expect_error(run(M " -p hi -n 99999999999"), 2, "-n");
+    expect_error(run(M " -p hi --repeat-penalty 0"), 2, "--repeat-penalty");
+    expect_error(run(M " -p hi -t 0"), 2, "-t");
+    expect_error(run(M " -p hi -n"), 2, "-n needs a value");
+    expect_error(run(M " -p ''"), 1, "empty");
+    expect_error(run(M), 2, "no prompt");
+    expect_error(run("frobnicate"), 2, "frobnicate");
+    assert_int_equal(system("printf 'abc\\377def' > build/tests/cli.bad"), 0);
+    expect_error(run(M " -f build/tests/cli.bad"), 1, "UTF-8");
+    expect_error(run(M " -f no/such/prompt.txt"), 1, "no/such/prompt.txt");
+    /* a truncated model file */
+    assert_int_equal(system("head -c 5000 " FIXTURE_GGUF " > build/tests/cli.gguf"), 0);
+    expect_error(run("-m build/tests/cli.gguf -p hi"), 1, "build/tests/cli.gguf");
+    /* a prompt longer than the context (128) */
+    assert_int_equal(system("for i in $(seq 200); do printf 'word '; done > build/tests/cli.long"), 0);
+    expect_error(run(M " -f build/tests/cli.long"), 1, "context");
+    /* a smaller context asked for: the same check */
+    expect_error(run(M " -p 'one two three four five' -c 3"), 1, "context holds 3");
+    expect_error(run("quantize " FIXTURE_GGUF " build/tests/x.gguf q4_k"), 2, "q4_k");
+    expect_error(run("perplexity " M), 2, "-f");
+}
+
+/* generation that reaches the end of the context stops and says so */
+static void test_context_end(void **state) {
+    (void)state;
+    assert_int_equal(system("for i in $(seq 120); do printf ' a'; done > build/tests/cli.ctx"), 0);
+    assert_int_equal(run(M " -f build/tests/cli.ctx -n 50 --greedy --ignore-eos --no-prompt"), 0);
+    assert_non_null(strstr(err_text, "context"));
+    assert_non_null(strstr(err_text, "full"));
+}
+
+static void test_perplexity_and_quantize(void **state) {
+    (void)state;
+    assert_int_equal(system("printf 'The quick brown fox jumps over the lazy dog. ' > build/tests/cli.txt"), 0);
+    assert_int_equal(run("perplexity " M " -f build/tests/cli.txt"), 0);
+    double ppl = atof(out_text);
+    assert_true(ppl > 1 && ppl < 1e7);
+    assert_int_equal(run("quantize " FIXTURE_GGUF " build/tests/cli-q8.gguf q8_0"), 0);
+    assert_int_equal(run("-m build/tests/cli-q8.gguf -p 'Hello' -n 4 --greedy"), 0);
+    assert_int_equal(run("bench " M " -p 8 -n 4 -r 1"), 0);
+    assert_non_null(strstr(out_text, "tokens/s"));
+    remove("build/tests/cli-q8.gguf");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tokenize_detokenize),
+        cmocka_unit_test(test_complete_greedy),
+        cmocka_unit_test(test_sampling_and_beams),
+        cmocka_unit_test(test_errors_are_one_line),
+        cmocka_unit_test(test_context_end),
+        cmocka_unit_test(test_perplexity_and_quantize),
+    };
+    int r = cmocka_run_group_tests_name("cli", tests, setup, NULL);
+    free(out_text);
+    free(err_text);
+    return r;
+}

@@ -284,36 +284,46 @@ static void test_kernels_against_scalar(void **state) {
                 for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed);
                 fill_row(w + (size_t)r * row_bytes, types[ti], v, n);
             }
-            for (int nr = 1; nr <= 4; nr++) {
-                float ref[4], got[4], one[4];
-                paths[0]->dot[ti](w, row_bytes, nr, x, n, ref);
-                for (int p = 1; p < 3; p++) {
-                    if (!paths[p]) continue;
-                    paths[p]->dot[ti](w, row_bytes, nr, x, n, got);
-                    for (int j = 0; j < nr; j++) {
-                        double tol = 1e-5 * (1 + fabs(ref[j])) * sqrt((double)n);
-                        if (fabs(got[j] - ref[j]) > tol) {
-                            fprintf(stderr, "%s %s n=%lld row %d: %g vs scalar %g\n", paths[p]->name,
-                                    gpt2_type_name(types[ti]), (long long)n, j, got[j], ref[j]);
-                            fail();
-                        }
-                        /* and a row alone gives the same bits as the row among others */
-                        paths[p]->dot[ti](w + (size_t)j * row_bytes, row_bytes, 1, x, n, one);
-                        assert_memory_equal(&one[0], &got[j], sizeof(float));
+            /* 4 activation rows, ldx apart */
+            size_t ldx = (size_t)n + 3;
+            float *xs = malloc(4 * ldx * sizeof *xs);
+            for (int t = 0; t < 4; t++)
+                for (int64_t i = 0; i < n; i++) xs[(size_t)t * ldx + (size_t)i] = x[i] * (float)(t + 1) - (float)t;
+            float ref1[4][4]; /* [t][r]: each dot alone on the scalar path */
+            for (int t = 0; t < 4; t++)
+                for (int r = 0; r < 4; r++)
+                    paths[0]->dot[ti](w + (size_t)r * row_bytes, row_bytes, 1, xs + (size_t)t * ldx, ldx, 1, n, &ref1[t][r], 1);
+            for (int p = 0; p < 3; p++) {
+                if (!paths[p]) continue;
+                float one[4][4]; /* the same path, one dot at a time */
+                for (int t = 0; t < 4; t++)
+                    for (int r = 0; r < 4; r++)
+                        paths[p]->dot[ti](w + (size_t)r * row_bytes, row_bytes, 1, xs + (size_t)t * ldx, ldx, 1, n, &one[t][r], 1);
+                for (int nr = 1; nr <= 4; nr++)
+                    for (int nt = 1; nt <= 4; nt++) {
+                        float got[4][5];
+                        paths[p]->dot[ti](w, row_bytes, nr, xs, ldx, nt, n, &got[0][0], 5);
+                        for (int t = 0; t < nt; t++)
+                            for (int r = 0; r < nr; r++) {
+                                /* bit for bit the same as the dot alone: tiling never changes a result */
+                                assert_memory_equal(&got[t][r], &one[t][r], sizeof(float));
+                                double tol = 1e-5 * (1 + fabs(ref1[t][r])) * sqrt((double)n);
+                                if (fabs(got[t][r] - ref1[t][r]) > tol) {
+                                    fprintf(stderr, "%s %s n=%lld: %g vs scalar %g\n", paths[p]->name,
+                                            gpt2_type_name(types[ti]), (long long)n, got[t][r], ref1[t][r]);
+                                    fail();
+                                }
+                            }
+                        compared++;
                     }
-                    compared++;
-                }
-                for (int j = 0; j < nr; j++) {
-                    paths[0]->dot[ti](w + (size_t)j * row_bytes, row_bytes, 1, x, n, one);
-                    assert_memory_equal(&one[0], &ref[j], sizeof(float));
-                }
             }
+            free(xs);
             free(w);
             free(x);
             free(v);
         }
     }
-    fprintf(stderr, "  %d SIMD results compared (avx2 %s, avx512 %s)\n", compared,
+    fprintf(stderr, "  %d tiles compared (avx2 %s, avx512 %s)\n", compared,
             paths[1] ? "yes" : "no", paths[2] ? "yes" : "no");
 }
 

@@ -85,6 +85,12 @@ static gpt2_status fail_with(gpt2_status s, char *err, size_t err_len, const cha
     return s;
 }
 
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* a * b, or false if it overflows */
 static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
     if (a != 0 && b > UINT64_MAX / a) return false;
@@ -1968,6 +1974,75 @@ static void matmul(pool *p, const kernels *k, const matrix *w, const float *bias
     pool_run(p, matmul_worker, &a);
 }
 
+/* ---- memory bandwidth probe (for benchmarks) --------------------------------------------- */
+
+typedef struct {
+    const float *buf;
+    size_t n;
+    float sums[256];
+} bw_task;
+
+#ifdef GPT2_X86
+AVX512_TARGET static float sum_avx512(const float *p, size_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+#endif
+
+static void bw_worker(void *arg, int ith, int nth) {
+    bw_task *a = arg;
+    int64_t lo, hi;
+    split_range((int64_t)a->n, 1024, ith, nth, &lo, &hi);
+    float s = 0;
+#ifdef GPT2_X86
+    if (__builtin_cpu_supports("avx512f")) {
+        s = sum_avx512(a->buf + lo, (size_t)(hi - lo));
+        a->sums[ith] = s;
+        return;
+    }
+#endif
+    float acc[8] = {0};
+    for (int64_t i = lo; i + 8 <= hi; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a->buf[i + l];
+    a->sums[ith] = reduce8(acc) + s;
+}
+
+gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s) {
+    if (n_threads < 1 || n_threads > 256 || !gb_per_s) return GPT2_E_ARG;
+#ifdef GPT2_X86
+    __builtin_cpu_init();
+#endif
+    size_t n = (size_t)64 << 20; /* 256 MB of floats */
+    float *buf = malloc(n * sizeof(float));
+    pool *p = pool_new(n_threads);
+    if (!buf || !p) {
+        free(buf);
+        pool_free(p);
+        return GPT2_E_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) buf[i] = 1.0f;
+    bw_task a;
+    a.buf = buf;
+    a.n = n;
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now_seconds();
+        pool_run(p, bw_worker, &a);
+        double t = now_seconds() - t0;
+        if (t > 0 && (double)n * sizeof(float) / t > best) best = (double)n * sizeof(float) / t;
+    }
+    pool_free(p);
+    free(buf);
+    *gb_per_s = best / 1e9;
+    return GPT2_OK;
+}
+
 /* ==========================================================================================
  * 4. Transformer
  * ==========================================================================================
@@ -2595,12 +2670,6 @@ gpt2_generate_params gpt2_generate_default_params(const gpt2_model *m) {
     p.num_return_sequences = 1;
     p.eos_id = m ? m->cfg.eot_id : -1;
     return p;
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static gpt2_status check_params(const gpt2_context *c, const int32_t *prompt, size_t n_prompt,

@@ -595,25 +595,80 @@ static int cmd_perplexity(args *a) {
 
 /* ---- gpt2 bench ----------------------------------------------------------------------------- */
 
+/* tokenizer throughput on a few kinds of text, in MB/s */
+static void bench_tokenizer(const gpt2_model *m, const char *file) {
+    static const char *para =
+        "The old lighthouse keeper climbed the spiral stairs every evening at dusk, counting "
+        "the steps as his father had taught him. There were 214 of them, worn smooth in the "
+        "middle; he'd replaced the lamp's wick 3,650 times. \"It's not the light that matters,\" "
+        "he'd say, \"it's that someone keeps it.\"\n";
+    struct { const char *name; char *text; size_t len; } cases[4];
+    int n = 0;
+    size_t big = (size_t)1 << 20;
+    char *prose = malloc(big), *same = malloc(big), *nospace = malloc(100000);
+    if (!prose || !same || !nospace) die(1, "out of memory");
+    size_t pl = strlen(para);
+    for (size_t i = 0; i < big; i++) prose[i] = para[i % pl];
+    memset(same, 'a', big);
+    for (size_t i = 0; i < 100000; i++) nospace[i] = "abcdefghijklmnopqrstuvwxyz0123456789.,;"[(i * 7 + i / 13) % 39];
+    cases[n].name = "English prose, 1 MB"; cases[n].text = prose; cases[n++].len = big;
+    cases[n].name = "one letter repeated, 1 MB"; cases[n].text = same; cases[n++].len = big;
+    cases[n].name = "100 KB without a space"; cases[n].text = nospace; cases[n++].len = 100000;
+    if (file) {
+        size_t len;
+        cases[n].text = read_file(file, &len);
+        cases[n].len = len;
+        cases[n++].name = file;
+    }
+    for (int i = 0; i < n; i++) {
+        double best = 1e9;
+        size_t n_ids = 0;
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = now();
+            int32_t *ids = tokenize_all(m, cases[i].text, cases[i].len, false, &n_ids);
+            double t = now() - t0;
+            free(ids);
+            if (t < best) best = t;
+        }
+        printf("tokenize   %-28s %8.2f MB/s  (%zu tokens, %.1f ms)\n", cases[i].name,
+               (double)cases[i].len / best / 1e6, n_ids, best * 1e3);
+    }
+    for (int i = 0; i < n; i++) free(cases[i].text);
+}
+
 static int cmd_bench(args *a) {
-    const char *model = default_model();
+    const char *model = default_model(), *tok_file = NULL;
     int n_prompt = 512, n_gen = 128, n_threads = 0, reps = 3;
+    bool roofline = false, tokenizer = false;
     for (; a->i < a->argc; a->i++) {
         const char *f = a->argv[a->i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
-            printf("usage: gpt2 bench [-m MODEL] [-p N] [-n N] [-t N] [-r REPS]\n\n"
+            printf("usage: gpt2 bench [-m MODEL] [-p N] [-n N] [-t N] [-r REPS] [--roofline]\n"
+                   "       gpt2 bench --tokenizer [-m MODEL] [-f FILE]\n\n"
                    "Measures prompt processing (N prompt tokens in one call) and generation\n"
-                   "(N tokens one at a time) and prints the medians over REPS runs.\n");
+                   "(N tokens one at a time) and prints the medians over REPS runs, with the\n"
+                   "weight bytes read per generated token and the bandwidth that implies.\n"
+                   "--roofline also measures the machine's read bandwidth with the same threads\n"
+                   "and prints the fraction of it that generation reaches. --tokenizer measures\n"
+                   "tokenizer throughput instead (on built-in texts, and FILE if given).\n");
             return 0;
         } else if (!strcmp(f, "-m") || !strcmp(f, "--model")) model = need_value(a, f);
         else if (!strcmp(f, "-p")) n_prompt = (int)parse_int(f, need_value(a, f), 0, 1 << 20);
         else if (!strcmp(f, "-n")) n_gen = (int)parse_int(f, need_value(a, f), 0, 1 << 20);
         else if (!strcmp(f, "-t") || !strcmp(f, "--threads")) n_threads = (int)parse_int(f, need_value(a, f), 1, 256);
         else if (!strcmp(f, "-r") || !strcmp(f, "--reps")) reps = (int)parse_int(f, need_value(a, f), 1, 1000);
+        else if (!strcmp(f, "--roofline")) roofline = true;
+        else if (!strcmp(f, "--tokenizer")) tokenizer = true;
+        else if (!strcmp(f, "-f") || !strcmp(f, "--file")) tok_file = need_value(a, f);
         else die_usage("unknown option '%s' (see gpt2 bench --help)", f);
     }
     double load_s;
     gpt2_model *m = load_model(model, false, &load_s);
+    if (tokenizer) {
+        bench_tokenizer(m, tok_file);
+        gpt2_free(m);
+        return 0;
+    }
     gpt2_model_info in = gpt2_get_model_info(m);
     gpt2_context_params cp = gpt2_context_default_params();
     if (n_threads) cp.n_threads = n_threads;
@@ -662,6 +717,14 @@ static int cmd_bench(args *a) {
         printf("tg%-7d  %.1f tokens/s\n", n_gen, tg_med);
         printf("bytes/tok  %.1f MB of weights\n", (double)in.weight_bytes / 1e6);
         printf("achieved   %.2f GB/s\n", tg_med * (double)in.weight_bytes / 1e9);
+        if (roofline) {
+            double bw;
+            if (gpt2_read_bandwidth(cp.n_threads, &bw) == GPT2_OK) {
+                printf("bandwidth  %.2f GB/s (read, %d threads)\n", bw, cp.n_threads);
+                printf("roofline   %.2f (of the measured bandwidth)\n",
+                       tg_med * (double)in.weight_bytes / 1e9 / bw);
+            }
+        }
     }
     free(ids);
     free(logits);

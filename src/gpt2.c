@@ -1373,6 +1373,10 @@ enum { WT_F32, WT_F16, WT_BF16, WT_Q8_0, WT_COUNT };
 struct kernels {
     const char *name;
     dot_tile_fn dot[WT_COUNT];
+    void (*gelu)(float *x, int64_t n);                       /* in place */
+    float (*exp_sum)(float *x, int64_t n, float max);        /* x = exp(x - max); the sum */
+    void (*weighted_sum)(const float *v, size_t ldv, const float *p, int64_t n, int64_t hs,
+                         float *y);                          /* y = sum_j p[j] v[j] */
 };
 
 static int wt_index(gpt2_type t) {
@@ -1442,8 +1446,34 @@ static void dot_q8_0_scalar(const uint8_t *w, size_t row_bytes, int nr, const fl
         }
 }
 
+static float gelu(float x);
+/* ---- vector math: GELU, softmax exponentials, attention's weighted sum ------------------- */
+
+/* scalar references */
+static void gelu_scalar(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = gelu(x[i]);
+}
+
+/* x[i] = exp(x[i] - max); returns the sum (8 lanes, fixed order) */
+static float exp_sum_scalar(float *x, int64_t n, float max) {
+    float acc[8] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        acc[i & 7] += x[i];
+    }
+    return reduce8(acc);
+}
+
+/* y[0..hs) += sum_j p[j] * v[j * ldv + 0..hs) */
+static void weighted_sum_scalar(const float *v, size_t ldv, const float *p, int64_t n, int64_t hs,
+                                float *y) {
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t i = 0; i < hs; i++) y[i] += p[j] * v[(size_t)j * ldv + (size_t)i];
+}
+
 static const kernels kernels_scalar = {
-    "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar, dot_q8_0_scalar}};
+    "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar, dot_q8_0_scalar},
+    gelu_scalar, exp_sum_scalar, weighted_sum_scalar};
 
 #ifdef GPT2_X86
 /* ---- SIMD tiles ---------------------------------------------------------------------------
@@ -1559,7 +1589,7 @@ AVX2_TARGET static void dot_q8_0_avx2(const uint8_t *w, size_t row_bytes, int nr
             __m256 x2 = _mm256_loadu_ps(xt + k + 16), x3 = _mm256_loadu_ps(xt + k + 24);
             for (int r = 0; r < nr; r++) {
                 const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)(k / QK8_0) * Q8_0_BLOCK_BYTES;
-                __m256 d = _mm256_set1_ps(f16_to_f32(rd16(blk)));
+                __m256 d = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));
                 __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(blk + 2));
                 __m128i q2 = _mm_loadu_si128((const __m128i *)(const void *)(blk + 18));
                 __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), x0);
@@ -1573,8 +1603,81 @@ AVX2_TARGET static void dot_q8_0_avx2(const uint8_t *w, size_t row_bytes, int nr
     }
 }
 
+/* exp(x) for 8 floats, as exp16 below; 2^n is built in the exponent bits */
+AVX2_TARGET static ALWAYS_INLINE __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.37f)), _mm256_set1_ps(-87.33f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    /* 2^n, split in two factors so that n = 128 (x near 88.37) stays representable */
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i h = _mm256_srai_epi32(ni, 1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+AVX2_TARGET static void gelu_avx2(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 u = _mm256_mul_ps(_mm256_set1_ps(-2.0f * 0.7978845608028654f),
+                                 _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v),
+                                                 _mm256_mul_ps(v, v), v));
+        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(u))));
+    }
+    for (; i < n; i++) x[i] = gelu(x[i]);
+}
+
+AVX2_TARGET static float exp_sum_avx2(float *x, int64_t n, float max) {
+    __m256 acc = _mm256_setzero_ps(), mx = _mm256_set1_ps(max);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mx));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float s = hsum256(acc);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        s += x[i];
+    }
+    return s;
+}
+
+AVX2_TARGET static void weighted_sum_avx2(const float *v, size_t ldv, const float *p, int64_t n,
+                                          int64_t hs, float *y) {
+    int64_t c = 0;
+    for (; c + 32 <= hs; c += 32) {
+        __m256 a0 = _mm256_loadu_ps(y + c), a1 = _mm256_loadu_ps(y + c + 8);
+        __m256 a2 = _mm256_loadu_ps(y + c + 16), a3 = _mm256_loadu_ps(y + c + 24);
+        for (int64_t j = 0; j < n; j++) {
+            const float *vj = v + (size_t)j * ldv + c;
+            __m256 pj = _mm256_set1_ps(p[j]);
+            a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), a0);
+            a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), a1);
+            a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), a2);
+            a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), a3);
+        }
+        _mm256_storeu_ps(y + c, a0);
+        _mm256_storeu_ps(y + c + 8, a1);
+        _mm256_storeu_ps(y + c + 16, a2);
+        _mm256_storeu_ps(y + c + 24, a3);
+    }
+    if (c < hs) weighted_sum_scalar(v + c, ldv, p, n, hs - c, y + c);
+}
+
 static const kernels kernels_avx2 = {
-    "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2}};
+    "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2},
+    gelu_avx2, exp_sum_avx2, weighted_sum_avx2};
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
@@ -1661,7 +1764,7 @@ DEFINE_DOT_AVX512(dot_bf16_avx512, load16_bf16, 2)
                 __m512 a = _mm512_setzero_ps();                                               \
                 const uint8_t *blk = w + (size_t)r * row_bytes;                               \
                 for (int64_t k = 0; k < n; k += QK8_0, blk += Q8_0_BLOCK_BYTES) {             \
-                    __m512 d = _mm512_set1_ps(f16_to_f32(rd16(blk)));                         \
+                    __m512 d = _mm512_set1_ps(_cvtsh_ss(rd16(blk)));                         \
                     __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)))); \
                     __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 18)))); \
                     __m512 s = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + k + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x + k))); \
@@ -1682,7 +1785,7 @@ DEFINE_DOT_AVX512(dot_bf16_avx512, load16_bf16, 2)
             }                                                                                 \
             UNROLL for (int r = 0; r < NR; r++) {                                                    \
                 const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)(k / QK8_0) * Q8_0_BLOCK_BYTES; \
-                __m512 d = _mm512_set1_ps(f16_to_f32(rd16(blk)));                             \
+                __m512 d = _mm512_set1_ps(_cvtsh_ss(rd16(blk)));                             \
                 __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)))); \
                 __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 18)))); \
                 UNROLL for (int t = 0; t < NT; t++) {                                                \
@@ -1701,8 +1804,80 @@ AVX512_TARGET static void dot_q8_0_avx512(const uint8_t *w, size_t row_bytes, in
     TILE_SWITCH(AVX512_Q8_TILE, 0)
 }
 
+/* exp(x) for 16 floats: x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial of
+   degree 6 (relative error < 2e-7), times 2^n. Inputs are clamped to +-88.37 (exp = 0 or
+   FLT_MAX territory), which GELU and softmax tolerate. */
+AVX512_TARGET static ALWAYS_INLINE __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.37f)), _mm512_set1_ps(-88.37f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);     /* ln2 high */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);         /* ln2 low */
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* gelu_new(x) = 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
+AVX512_TARGET static void gelu_avx512(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 u = _mm512_mul_ps(_mm512_set1_ps(-2.0f * 0.7978845608028654f),
+                                 _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v),
+                                                 _mm512_mul_ps(v, v), v));
+        __m512 y = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(u)));
+        _mm512_mask_storeu_ps(x + i, m, y);
+    }
+}
+
+AVX512_TARGET static float exp_sum_avx512(float *x, int64_t n, float max) {
+    __m512 acc = _mm512_setzero_ps(), mx = _mm512_set1_ps(max);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mx));
+        e = _mm512_maskz_mov_ps(m, e);
+        _mm512_mask_storeu_ps(x + i, m, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* the sums for 64 channels stay in 4 registers while the values stream by */
+AVX512_TARGET static void weighted_sum_avx512(const float *v, size_t ldv, const float *p, int64_t n,
+                                              int64_t hs, float *y) {
+    for (int64_t c = 0; c < hs; c += 64) {
+        int64_t w = hs - c < 64 ? hs - c : 64;
+        __mmask16 m[4];
+        for (int q = 0; q < 4; q++) {
+            int64_t left = w - 16 * q;
+            m[q] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+        }
+        __m512 a0 = _mm512_maskz_loadu_ps(m[0], y + c), a1 = _mm512_maskz_loadu_ps(m[1], y + c + 16);
+        __m512 a2 = _mm512_maskz_loadu_ps(m[2], y + c + 32), a3 = _mm512_maskz_loadu_ps(m[3], y + c + 48);
+        for (int64_t j = 0; j < n; j++) {
+            const float *vj = v + (size_t)j * ldv + c;
+            __m512 pj = _mm512_set1_ps(p[j]);
+            a0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[0], vj), a0);
+            a1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[1], vj + 16), a1);
+            a2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[2], vj + 32), a2);
+            a3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[3], vj + 48), a3);
+        }
+        _mm512_mask_storeu_ps(y + c, m[0], a0);
+        _mm512_mask_storeu_ps(y + c + 16, m[1], a1);
+        _mm512_mask_storeu_ps(y + c + 32, m[2], a2);
+        _mm512_mask_storeu_ps(y + c + 48, m[3], a3);
+    }
+}
+
 static const kernels kernels_avx512 = {
-    "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512}};
+    "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512},
+    gelu_avx512, exp_sum_avx512, weighted_sum_avx512};
 #endif /* GPT2_X86 */
 
 /* The best kernels this CPU runs. GPT2_KERNELS=scalar|avx2|avx512 forces a path (a path the
@@ -1797,13 +1972,14 @@ static void matmul_rows(const kernels *k, const matrix *w, const float *bias, co
                     float *o = out + (size_t)(t + j) * (size_t)ldo + r;
                     for (int i = 0; i < nr; i++) {
                         float v = d[j * 4 + i] + (bias ? bias[r + i] : 0.0f);
-                        if (e == EPI_GELU) o[i] = gelu(v);
-                        else if (e == EPI_ADD) o[i] += v;
+                        if (e == EPI_ADD) o[i] += v;
                         else o[i] = v;
                     }
                 }
             }
         }
+        if (e == EPI_GELU) /* vectorised, on this thread's share of each token's row */
+            for (int t = t0; t < t1; t++) k->gelu(out + (size_t)t * (size_t)ldo + r0, r1 - r0);
     }
 }
 
@@ -2213,9 +2389,11 @@ typedef struct {
 static void attention_worker(void *arg, int ith, int nth) {
     attn_task *a = arg;
     gpt2_context *c = a->c;
+    const kernels *k = c->m->k;
     const gpt2_config *cf = &c->m->cfg;
     const int C = cf->n_embd, NH = cf->n_head, HS = C / NH;
     const float scale = sqrtf((float)HS);
+    const size_t row_bytes = (size_t)HS * sizeof(float);
     float *scores = c->scores + (size_t)ith * (size_t)c->n_ctx;   // (P)
     int64_t lo, hi;
     split_range((int64_t)a->T * NH, 1, ith, nth, &lo, &hi);
@@ -2224,35 +2402,32 @@ static void attention_worker(void *arg, int ith, int nth) {
         const row_view *rv = &c->views[t];
         const float *q = c->qkv + (size_t)t * 3 * C + (size_t)h * HS;   // (HS)
         int32_t n = rv->n_main + rv->n_extra;
-        /* scores: q . k for every visible cell, then softmax */
+        /* scores: q . k for every visible cell; the main cache's keys are contiguous rows */
+        const float *K = kv_row(&c->cache, c->cache.k, cf, a->l, h, 0);   // (n_main, HS)
+        for (int32_t j = 0; j < rv->n_main; j += 4) {
+            int nr = rv->n_main - j < 4 ? rv->n_main - j : 4;
+            k->dot[WT_F32]((const uint8_t *)(K + (size_t)j * HS), row_bytes, nr, q, (size_t)HS, 1,
+                           HS, scores + j, 1);
+        }
+        for (int32_t e = 0; e < rv->n_extra; e++)
+            k->dot[WT_F32]((const uint8_t *)kv_row(&c->arena, c->arena.k, cf, a->l, h, rv->extra[e]),
+                           row_bytes, 1, q, (size_t)HS, 1, HS, scores + rv->n_main + e, 1);
+        /* softmax over the scores / sqrt(HS) */
         float mx = -INFINITY;
         for (int32_t j = 0; j < n; j++) {
-            const float *k = j < rv->n_main
-                ? kv_row(&c->cache, c->cache.k, cf, a->l, h, j)
-                : kv_row(&c->arena, c->arena.k, cf, a->l, h, rv->extra[j - rv->n_main]);
-            float acc[8] = {0};
-            int i = 0;
-            for (; i + 8 <= HS; i += 8)
-                for (int u = 0; u < 8; u++) acc[u] += q[i + u] * k[i + u];
-            for (int u = 0; i < HS; i++, u++) acc[u] += q[i] * k[i];
-            scores[j] = reduce8(acc) / scale;
-            if (scores[j] > mx) mx = scores[j];
+            scores[j] = scores[j] / scale;
+            mx = scores[j] > mx ? scores[j] : mx;
         }
-        float sum = 0.0f;
-        for (int32_t j = 0; j < n; j++) {
-            scores[j] = expf(scores[j] - mx);
-            sum += scores[j];
-        }
-        /* y = sum_j softmax_j v_j */
+        float sum = k->exp_sum(scores, n, mx);
+        for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / sum;
+        /* y = sum_j p_j v_j */
         float *y = c->y + (size_t)t * C + (size_t)h * HS;   // (HS)
-        for (int i = 0; i < HS; i++) y[i] = 0.0f;
-        for (int32_t j = 0; j < n; j++) {
-            const float *v = j < rv->n_main
-                ? kv_row(&c->cache, c->cache.v, cf, a->l, h, j)
-                : kv_row(&c->arena, c->arena.v, cf, a->l, h, rv->extra[j - rv->n_main]);
-            float p = scores[j] / sum;
-            for (int i = 0; i < HS; i++) y[i] += p * v[i];
-        }
+        memset(y, 0, row_bytes);
+        k->weighted_sum(kv_row(&c->cache, c->cache.v, cf, a->l, h, 0), (size_t)HS, scores,
+                        rv->n_main, HS, y);
+        for (int32_t e = 0; e < rv->n_extra; e++)
+            k->weighted_sum(kv_row(&c->arena, c->arena.v, cf, a->l, h, rv->extra[e]), (size_t)HS,
+                            scores + rv->n_main + e, 1, HS, y);
     }
 }
 

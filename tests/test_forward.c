@@ -327,6 +327,57 @@ static void test_kernels_against_scalar(void **state) {
             paths[1] ? "yes" : "no", paths[2] ? "yes" : "no");
 }
 
+/* GELU, softmax exponentials and attention's weighted sum: SIMD against scalar */
+static void test_vector_math_against_scalar(void **state) {
+    (void)state;
+    const kernels *paths[2] = {NULL, NULL};
+#ifdef GPT2_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        paths[0] = &kernels_avx2;
+    if (paths[0] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        paths[1] = &kernels_avx512;
+#endif
+    const int64_t sizes[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 1023};
+    uint64_t seed = 5;
+    int checked = 0;
+    for (int p = 0; p < 2; p++) {
+        if (!paths[p]) continue;
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            int64_t n = sizes[si];
+            float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+            /* GELU over a wide range, including large magnitudes */
+            for (int64_t i = 0; i < n; i++) a[i] = b[i] = gb_randf(&seed) * 40.0f;
+            if (n > 2) { a[0] = b[0] = -100.0f; a[1] = b[1] = 100.0f; }
+            kernels_scalar.gelu(a, n);
+            paths[p]->gelu(b, n);
+            for (int64_t i = 0; i < n; i++) assert_true(fabsf(a[i] - b[i]) <= 2e-6f * (1.0f + fabsf(a[i])));
+            /* exp(x - max) and their sum */
+            for (int64_t i = 0; i < n; i++) a[i] = b[i] = gb_randf(&seed) * 60.0f;
+            float sa = kernels_scalar.exp_sum(a, n, 10.0f), sb = paths[p]->exp_sum(b, n, 10.0f);
+            assert_true(fabsf(sa - sb) <= 1e-6f * sa);
+            for (int64_t i = 0; i < n; i++) assert_true(fabsf(a[i] - b[i]) <= 1e-6f * a[i] + 1e-30f);
+            /* y += sum_j p_j v_j over n rows of 64 (and of 40) channels */
+            for (int hs = 40; hs <= 64; hs += 24) {
+                float *v = malloc((size_t)n * 64 * sizeof *v), ya[64], yb[64];
+                for (int64_t i = 0; i < n * 64; i++) v[i] = gb_randf(&seed);
+                for (int i = 0; i < 64; i++) ya[i] = yb[i] = 0.5f;
+                for (int64_t i = 0; i < n; i++) a[i] = gb_randf(&seed) + 0.5f;
+                kernels_scalar.weighted_sum(v, 64, a, n, hs, ya);
+                paths[p]->weighted_sum(v, 64, a, n, hs, yb);
+                for (int i = 0; i < hs; i++) assert_true(fabsf(ya[i] - yb[i]) <= 1e-5f * (1.0f + (float)n));
+                for (int i = hs; i < 64; i++) assert_true(yb[i] == 0.5f); /* nothing past hs */
+                free(v);
+            }
+            free(a);
+            free(b);
+            checked++;
+        }
+    }
+    fprintf(stderr, "  %d vector-math shapes compared\n", checked);
+}
+
 /* f16 and bf16 conversions against their definitions, on every 16-bit pattern */
 static void test_half_conversions(void **state) {
     (void)state;
@@ -387,6 +438,7 @@ int main(void) {
         cmocka_unit_test(test_context_full_and_bad_ids),
         cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_kernels_against_scalar),
+        cmocka_unit_test(test_vector_math_against_scalar),
         cmocka_unit_test(test_half_conversions),
         cmocka_unit_test(test_perplexity),
     };

@@ -32,11 +32,16 @@ EXP_BYTE = bytes((0x3C | (b & 0x80)) for b in range(256))
 
 
 def random_floats(rng, n):
-    if hasattr(rng, "randbytes"):
-        raw = bytearray(rng.randbytes(4 * n))
-    else:  # Python 3.8
-        raw = bytearray(rng.getrandbits(32 * n).to_bytes(4 * n, "little")) if n else bytearray()
-    raw[3::4] = bytes(raw[3::4]).translate(EXP_BYTE)
+    """n float32 values, as bytes; made in chunks (one call may not exceed 2^31 bits)."""
+    raw = bytearray()
+    for start in range(0, n, 1 << 24):
+        m = min(n - start, 1 << 24)
+        if hasattr(rng, "randbytes"):
+            chunk = bytearray(rng.randbytes(4 * m))
+        else:  # Python 3.8
+            chunk = bytearray(rng.getrandbits(32 * m).to_bytes(4 * m, "little"))
+        chunk[3::4] = bytes(chunk[3::4]).translate(EXP_BYTE)
+        raw += chunk
     return raw
 
 

@@ -1605,6 +1605,7 @@ AVX2_TARGET static void dot_q8_0_avx2(const uint8_t *w, size_t row_bytes, int nr
 
 /* exp(x) for 8 floats, as exp16 below; 2^n is built in the exponent bits */
 AVX2_TARGET static ALWAYS_INLINE __m256 exp8(__m256 x) {
+    __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_UQ); /* exp(-inf) = 0 */
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.37f)), _mm256_set1_ps(-87.33f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -1622,7 +1623,7 @@ AVX2_TARGET static ALWAYS_INLINE __m256 exp8(__m256 x) {
     __m256i h = _mm256_srai_epi32(ni, 1);
     __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
     __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    return _mm256_and_ps(live, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
 }
 
 AVX2_TARGET static void gelu_avx2(float *x, int64_t n) {
@@ -1740,6 +1741,7 @@ AVX512_TARGET static ALWAYS_INLINE __m512 load16_bf16(const uint8_t *p, __mmask1
             __m512 xv[NT];                                                                    \
             UNROLL for (int t = 0; t < NT; t++) xv[t] = _mm512_loadu_ps(x + (size_t)t * ldx + k); \
             UNROLL for (int r = 0; r < NR; r++) {                                             \
+                _mm_prefetch((const char *)(w + (size_t)r * row_bytes + (size_t)k * ESIZE) + F_PREFETCH, _MM_HINT_T0); \
                 __m512 wv = LOAD##N(w + (size_t)r * row_bytes + (size_t)k * ESIZE);           \
                 UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]); \
             }                                                                                 \
@@ -1797,6 +1799,7 @@ DEFINE_DOT_AVX512(dot_bf16_avx512, load16_bf16, 2)
             }                                                                                 \
             UNROLL for (int r = 0; r < NR; r++) {                                                    \
                 const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)(k / QK8_0) * Q8_0_BLOCK_BYTES; \
+                _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0);                           \
                 __m512 d = _mm512_set1_ps(_cvtsh_ss(rd16(blk)));                             \
                 __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)))); \
                 __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 18)))); \
@@ -1820,6 +1823,7 @@ AVX512_TARGET static void dot_q8_0_avx512(const uint8_t *w, size_t row_bytes, in
    degree 6 (relative error < 2e-7), times 2^n. Inputs are clamped to +-88.37 (exp = 0 or
    FLT_MAX territory), which GELU and softmax tolerate. */
 AVX512_TARGET static ALWAYS_INLINE __m512 exp16(__m512 x) {
+    __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ); /* exp(-inf) = 0 */
     x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.37f)), _mm512_set1_ps(-88.37f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -1832,7 +1836,7 @@ AVX512_TARGET static ALWAYS_INLINE __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
 }
 
 /* gelu_new(x) = 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
@@ -2811,27 +2815,30 @@ static uint64_t rng_next(rng *r) {
 static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
 
 /* Sampling: softmax over the surviving scores, then the first id whose cumulative probability
-   exceeds a uniform draw (ids in increasing order). */
-static int32_t sample(const float *logits, int32_t V, rng *r) {
+   exceeds a uniform draw (ids in increasing order). probs (V floats) is scratch. */
+static int32_t sample(const kernels *k, const float *logits, int32_t V, rng *r, float *probs) {
     float mx = logits[argmax(logits, V)];
     if (mx == -INFINITY) return argmax(logits, V);
-    double total = 0;
-    for (int32_t i = 0; i < V; i++) total += exp((double)logits[i] - mx);
+    memcpy(probs, logits, (size_t)V * sizeof *probs);
+    double total = k->exp_sum(probs, V, mx); /* removed tokens: exp(-inf) = 0 */
     double u = rng_uniform(r) * total, cum = 0;
     int32_t last = 0;
     for (int32_t i = 0; i < V; i++) {
-        if (logits[i] == -INFINITY) continue;
-        cum += exp((double)logits[i] - mx);
+        if (probs[i] == 0.0f) continue;
+        cum += probs[i];
         last = i;
         if (cum > u) return i;
     }
     return last; /* u within rounding of the total */
 }
 
-/* log_softmax of a row in place: x - logsumexp(x) */
-static void log_softmax(float *x, int32_t n) {
-    float lse = (float)logsumexp(x, n);
-    for (int32_t i = 0; i < n; i++) x[i] = x[i] - lse;
+/* log_softmax of a row in place, as torch computes it: (x - max) - log(sum(exp(x - max))).
+   scratch holds V floats. */
+static void log_softmax(const kernels *k, float *x, int32_t n, float *scratch) {
+    float mx = x[argmax(x, n)];
+    memcpy(scratch, x, (size_t)n * sizeof *x);
+    float log_sum = logf(k->exp_sum(scratch, n, mx));
+    for (int32_t i = 0; i < n; i++) x[i] = (x[i] - mx) - log_sum;
 }
 
 /* ==========================================================================================
@@ -2939,7 +2946,7 @@ gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_pr
             break;
         }
         process_logits(&s, c->logits, V, c->seq, n_seq, &ps);
-        int32_t id = greedy ? argmax(c->logits, V) : sample(c->logits, V, &r);
+        int32_t id = greedy ? argmax(c->logits, V) : sample(m->k, c->logits, V, &r, c->work);
         out[(*n_out)++] = id;
         c->seq[n_seq++] = id;
         info->n_generated++;
@@ -3103,7 +3110,7 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
         int n_c = 0;
         for (int32_t b = 0; b < B; b++) {
             float *row = c->logits + (size_t)b * V;
-            log_softmax(row, V);
+            log_softmax(m->k, row, V, c->work);
             if (p->sampling.repetition_penalty != 1.0f) {
                 memcpy(seq + P, cur[b].tokens, (size_t)(step - 1) * sizeof *seq);
                 repetition_penalty(row, V, seq, (size_t)(P + step - 1), p->sampling.repetition_penalty,

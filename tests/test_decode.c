@@ -380,7 +380,9 @@ static void test_sampling_distribution(void **state) {
     rng_seed(&r, 12345);
     int counts[8] = {0};
     const int N = 200000;
-    for (int i = 0; i < N; i++) counts[sample(logits, 8, &r)]++;
+    float probs[8];
+    const kernels *k = kernels_select();
+    for (int i = 0; i < N; i++) counts[sample(k, logits, 8, &r, probs)]++;
     assert_int_equal(counts[7], 0); /* a removed token is never drawn */
     double chi2 = 0;
     for (int i = 0; i < 7; i++) chi2 += (counts[i] - N * p[i]) * (counts[i] - N * p[i]) / (N * p[i]);

@@ -1965,6 +1965,9 @@ typedef enum {
     EPI_ADD     /* out += x W^T + b   (the residual connection) */
 } epilogue;
 
+#ifndef MATMUL_X_BUDGET
+#define MATMUL_X_BUDGET (512 * 1024) /* bytes of activations kept in L2 per token chunk */
+#endif
 /* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo).
    Tokens go in chunks whose activations fit in L2 (reused for every weight row); within a
    chunk, tiles of 4 weight rows x 4 tokens. */
@@ -1973,7 +1976,7 @@ static void matmul_rows(const kernels *k, const matrix *w, const float *bias, co
     dot_tile_fn dot = k->dot[wt_index(w->type)];
     const uint8_t *base = (const uint8_t *)w->data;
     const size_t cols = (size_t)w->cols;
-    int chunk = (int)((256 * 1024) / (cols * sizeof(float)));
+    int chunk = (int)((MATMUL_X_BUDGET) / (cols * sizeof(float)));
     chunk = chunk < 4 ? 4 : chunk / 4 * 4;
     for (int t0 = 0; t0 < T; t0 += chunk) {
         int t1 = T - t0 < chunk ? T : t0 + chunk;
@@ -2210,8 +2213,9 @@ gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s) {
 #ifdef GPT2_X86
     __builtin_cpu_init();
 #endif
-    size_t n = (size_t)64 << 20; /* 256 MB of floats */
-    float *buf = malloc(n * sizeof(float));
+    size_t n = (size_t)64 << 20; /* 256 MB of floats, cache-line aligned (a straddling load
+                                      reads two lines and halves the figure) */
+    float *buf = aligned_alloc(64, n * sizeof(float));
     pool *p = pool_new(n_threads);
     if (!buf || !p) {
         free(buf);

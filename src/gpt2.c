@@ -52,6 +52,7 @@
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define GPT2_X86 1
 #endif
@@ -1896,6 +1897,30 @@ static const kernels kernels_avx512 = {
     gelu_avx512, exp_sum_avx512, weighted_sum_avx512};
 #endif /* GPT2_X86 */
 
+/* What the CPU (and the OS, which must save the wider registers) supports, from cpuid. */
+enum { CPU_AVX2 = 1, CPU_AVX512 = 2 };
+
+static int cpu_level(void) {
+#ifdef GPT2_X86
+    unsigned a, b, c, d;
+    __cpuid(0, a, b, c, d);
+    unsigned max_leaf = a;
+    __cpuid(1, a, b, c, d);
+    bool fma = c >> 12 & 1, osxsave = c >> 27 & 1, avx = c >> 28 & 1, f16c = c >> 29 & 1;
+    if (!osxsave || !avx || max_leaf < 7) return 0;
+    unsigned xlo, xhi;
+    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0)); /* XCR0: which register states the OS saves */
+    bool ymm = (xlo & 0x6) == 0x6, zmm = (xlo & 0xe6) == 0xe6;
+    __cpuid_count(7, 0, a, b, c, d);
+    bool avx2 = b >> 5 & 1, avx512f = b >> 16 & 1, avx512bw = b >> 30 & 1, avx512vl = b >> 31 & 1;
+    if (!(ymm && avx2 && fma && f16c)) return 0;
+    if (zmm && avx512f && avx512bw && avx512vl) return CPU_AVX2 | CPU_AVX512;
+    return CPU_AVX2;
+#else
+    return 0;
+#endif
+}
+
 /* The best kernels this CPU runs. GPT2_KERNELS=scalar|avx2|avx512 forces a path (a path the
    CPU lacks falls back to the next one down). */
 static const kernels *kernels_select(void) {
@@ -1904,13 +1929,9 @@ static const kernels *kernels_select(void) {
     if (force && strcmp(force, "scalar") == 0) want = 0;
     else if (force && strcmp(force, "avx2") == 0) want = 1;
 #ifdef GPT2_X86
-    __builtin_cpu_init();
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
-    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                  __builtin_cpu_supports("avx512vl");
-    if (want >= 2 && avx512) return &kernels_avx512;
-    if (want >= 1 && avx2) return &kernels_avx2;
+    int level = cpu_level();
+    if (want >= 2 && (level & CPU_AVX512)) return &kernels_avx512;
+    if (want >= 1 && (level & CPU_AVX2)) return &kernels_avx2;
 #else
     (void)want;
 #endif
@@ -2196,7 +2217,7 @@ static void bw_worker(void *arg, int ith, int nth) {
     split_range((int64_t)a->n, 1024, ith, nth, &lo, &hi);
     float s = 0;
 #ifdef GPT2_X86
-    if (__builtin_cpu_supports("avx512f")) {
+    if (cpu_level() & CPU_AVX512) {
         s = sum_avx512(a->buf + lo, (size_t)(hi - lo));
         a->sums[ith] = s;
         return;
@@ -2210,9 +2231,6 @@ static void bw_worker(void *arg, int ith, int nth) {
 
 gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s) {
     if (n_threads < 1 || n_threads > 256 || !gb_per_s) return GPT2_E_ARG;
-#ifdef GPT2_X86
-    __builtin_cpu_init();
-#endif
     size_t n = (size_t)64 << 20; /* 256 MB of floats, cache-line aligned (a straddling load
                                       reads two lines and halves the figure) */
     float *buf = aligned_alloc(64, n * sizeof(float));

@@ -261,12 +261,8 @@ static void test_kernels_against_scalar(void **state) {
     (void)state;
     const kernels *paths[3] = {&kernels_scalar, NULL, NULL};
 #ifdef GPT2_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        paths[1] = &kernels_avx2;
-    if (paths[1] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
-        paths[2] = &kernels_avx512;
+    if (cpu_level() & CPU_AVX2) paths[1] = &kernels_avx2;
+    if (cpu_level() & CPU_AVX512) paths[2] = &kernels_avx512;
 #endif
     const gpt2_type types[] = {GPT2_TYPE_F32, GPT2_TYPE_F16, GPT2_TYPE_BF16, GPT2_TYPE_Q8_0};
     const int64_t sizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 777, 3072};
@@ -332,12 +328,8 @@ static void test_vector_math_against_scalar(void **state) {
     (void)state;
     const kernels *paths[2] = {NULL, NULL};
 #ifdef GPT2_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        paths[0] = &kernels_avx2;
-    if (paths[0] && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
-        paths[1] = &kernels_avx512;
+    if (cpu_level() & CPU_AVX2) paths[0] = &kernels_avx2;
+    if (cpu_level() & CPU_AVX512) paths[1] = &kernels_avx512;
 #endif
     const int64_t sizes[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 1023};
     uint64_t seed = 5;

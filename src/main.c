@@ -29,7 +29,7 @@
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
-static void die(int code, const char *fmt, ...) {
+_Noreturn static void die(int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fputs("gpt2: error: ", stderr);

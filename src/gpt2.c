@@ -2469,6 +2469,30 @@ static void attention_worker(void *arg, int ith, int nth) {
     }
 }
 
+typedef struct {
+    float *out;
+    const float *x, *w, *b;
+    int C, first, T;
+    float eps;
+} norm_task;
+
+static void layernorm_worker(void *arg, int ith, int nth) {
+    norm_task *a = arg;
+    int64_t lo, hi;
+    split_range(a->T - a->first, 1, ith, nth, &lo, &hi);
+    for (int64_t t = a->first + lo; t < a->first + hi; t++)
+        layernorm(a->out + (size_t)t * a->C, a->x + (size_t)t * a->C, a->w, a->b, a->C, a->eps);
+}
+
+/* out[t] = layernorm(x[t]) for t in [first, T): split over the threads when there are many */
+static void layernorm_rows(gpt2_context *c, float *out, const float *x, const float *w,
+                           const float *b, int first, int T) {
+    const gpt2_model *m = c->m;
+    norm_task a = {out, x, w, b, m->cfg.n_embd, first, T, m->eps};
+    if (T - first < 8) layernorm_worker(&a, 0, 1);
+    else pool_run(c->pool, layernorm_worker, &a);
+}
+
 /* ---- the forward pass ------------------------------------------------------------------ */
 
 typedef enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL } logits_mode;
@@ -2494,8 +2518,7 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
     for (int l = 0; l < cf->n_layer; l++) {
         const block_weights *b = &m->blocks[l];
         /* attention: ln1 -> q, k, v -> cache -> softmax(q k^T / sqrt(HS)) v -> projection */
-        for (int t = 0; t < T; t++)
-            layernorm(xn + (size_t)t * C, x + (size_t)t * C, b->ln1_w, b->ln1_b, C, m->eps);
+        layernorm_rows(c, xn, x, b->ln1_w, b->ln1_b, 0, T);                         // (T, C)
         matmul(c->pool, m->k, &b->qkv, b->qkv_b, xn, T, qkv, EPI_STORE);           // (T, 3C)
         for (int t = 0; t < T; t++) {
             const row_view *rv = &views[t];
@@ -2513,8 +2536,7 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
         matmul(c->pool, m->k, &b->attn_out, b->attn_out_b, y, T, x, EPI_ADD);      // x += (T, C)
 
         /* MLP: ln2 -> fc -> gelu -> proj */
-        for (int t = 0; t < T; t++)
-            layernorm(xn + (size_t)t * C, x + (size_t)t * C, b->ln2_w, b->ln2_b, C, m->eps);
+        layernorm_rows(c, xn, x, b->ln2_w, b->ln2_b, 0, T);                         // (T, C)
         matmul(c->pool, m->k, &b->fc, b->fc_b, xn, T, h, EPI_GELU);                // (T, F)
         matmul(c->pool, m->k, &b->proj, b->proj_b, h, T, x, EPI_ADD);              // x += (T, C)
         (void)F;
@@ -2523,8 +2545,7 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
     /* final layernorm and the output matrix, only for the rows whose logits are wanted */
     if (lm == LOGITS_NONE) return;
     int first = lm == LOGITS_LAST ? T - 1 : 0;
-    for (int t = first; t < T; t++)
-        layernorm(xn + (size_t)t * C, x + (size_t)t * C, m->lnf_w, m->lnf_b, C, m->eps);
+    layernorm_rows(c, xn, x, m->lnf_w, m->lnf_b, first, T);                         // (T, C)
     if (logits)
         matmul(c->pool, m->k, &m->lm_head, NULL, xn + (size_t)first * C, T - first, logits,
                EPI_STORE);                                                          // (T, V)

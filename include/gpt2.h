@@ -235,7 +235,7 @@ gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_pr
 gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type type,
                           char *err, size_t err_len);
 
-/* The machine's memory read bandwidth in GB/s with n_threads threads: the best of a few
+/* The machine's memory read bandwidth in GB/s with n_threads threads: the median of a few
    passes over a buffer much larger than the caches (for roofline figures in benchmarks). */
 gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s);
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make bench: a random GPT-2 124M (the project's own scripts make it), converted to F32, F16
+# make bench: a random GPT-2 124M (the project's own scripts make it), converted to F32, F16, BF16
 # and Q8_0, then `gpt2 bench` at 1 and 2 threads. Prints figures; passes or fails nothing.
 #   SIZE=355M scripts/bench.sh      other GPT-2 sizes (124M, 355M, 774M, 1558M)
 #   REPS=5 PP=512 TG=128            repetitions (medians) and token counts
@@ -14,7 +14,7 @@ if [ ! -f "$dir/gpt2-$SIZE-f32.gguf" ]; then
     python3 scripts/convert.py "$dir/hf-$SIZE" -o "$dir/gpt2-$SIZE-f32.gguf"
     echo "convert (f32): $(echo "$(date +%s.%N) - $start" | bc) s"
 fi
-for t in f16 q8_0; do
+for t in f16 bf16 q8_0; do
     [ -f "$dir/gpt2-$SIZE-$t.gguf" ] || build/gpt2 quantize "$dir/gpt2-$SIZE-f32.gguf" "$dir/gpt2-$SIZE-$t.gguf" "$t"
 done
 echo
@@ -22,7 +22,7 @@ echo "tokenizer:"
 build/gpt2 bench --tokenizer -m "$dir/gpt2-$SIZE-f32.gguf" || true
 echo
 printf "%-6s %-3s %10s %10s %10s %10s %8s %9s\n" type thr "pp128 t/s" "pp$PP t/s" "tg$TG t/s" "GB/s" "of peak" "load ms"
-for t in f32 f16 q8_0; do
+for t in f32 f16 bf16 q8_0; do
     for th in 1 2; do
         m="$dir/gpt2-$SIZE-$t.gguf"
         a=$(build/gpt2 bench -m "$m" -p 128 -n 0 -t "$th" -r "$REPS")

@@ -330,16 +330,12 @@ static int cmd_complete(args *a) {
     int n_stop = 0, n_threads = 0, n_ctx = 0;
     bool stats = false, special = false, echo = true, ignore_eos = false, seed_set = false;
     bool early = false, early_never = false;
-    gpt2_generate_params gp;
-    memset(&gp, 0, sizeof gp);
+    /* the library's defaults (no model yet: eos is set after loading), with the CLI's
+       sampling defaults on top */
+    gpt2_generate_params gp = gpt2_generate_default_params(NULL);
     gp.sampling.temperature = 0.8f;
     gp.sampling.top_k = 40;
     gp.sampling.top_p = 0.95f;
-    gp.sampling.repetition_penalty = 1.0f;
-    gp.max_new_tokens = 64;
-    gp.num_beams = 1;
-    gp.length_penalty = 1.0f;
-    gp.num_return_sequences = 1;
     for (; a->i < a->argc; a->i++) {
         const char *f = a->argv[a->i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) { fputs(complete_help, stdout); return 0; }

@@ -255,26 +255,19 @@ static void test_byte_flips(void **state) {
     free(w.buf);
 }
 
-static gpt2_status patched_u64(const gb_layout *lay, size_t at, uint64_t v) {
-    (void)lay;
-    gb_layout l2;
-    wbuf w = gb_build(&tiny, &l2);
-    wb_put_u64(&w, at, v);
+/* loads the synthetic model with the little-endian field at `at` (4 or 8 bytes) set to v */
+static gpt2_status patched(size_t at, uint64_t v, int width) {
+    gb_layout lay;
+    wbuf w = gb_build(&tiny, &lay);
+    if (width == 8) wb_put_u64(&w, at, v);
+    else wb_put_u32(&w, at, (uint32_t)v);
     char err[256] = "";
     gpt2_status s = load_image_copy(w.buf, w.len, err, sizeof err);
     free(w.buf);
     return s;
 }
-
-static gpt2_status patched_u32(size_t at, uint32_t v) {
-    gb_layout l2;
-    wbuf w = gb_build(&tiny, &l2);
-    wb_put_u32(&w, at, v);
-    char err[256] = "";
-    gpt2_status s = load_image_copy(w.buf, w.len, err, sizeof err);
-    free(w.buf);
-    return s;
-}
+#define patched_u64(lay, at, v) patched(at, v, 8)
+#define patched_u32(at, v) patched(at, v, 4)
 
 static void test_hostile_counts(void **state) {
     (void)state;

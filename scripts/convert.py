@@ -120,11 +120,11 @@ SAFETENSORS_DTYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F64"}
 
 def read_safetensors(path):
     """{name: Tensor} of a .safetensors file (memory-mapped; tensors are zero-copy views)."""
-    f = open(path, "rb")
-    size = os.fstat(f.fileno()).st_size
-    if size < 8:
-        raise ConvertError("%s: too small to be a safetensors file" % path)
-    buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    with open(path, "rb") as f:  # the map keeps its own handle on the file
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise ConvertError("%s: too small to be a safetensors file" % path)
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     (hlen,) = struct.unpack("<Q", buf[:8])
     if hlen > size - 8 or hlen > 100 << 20:
         raise ConvertError("%s: header length %d exceeds the file" % (path, hlen))

@@ -573,7 +573,9 @@ static gpt2_status map_file(gpt2_model *m, const char *path, char *err, size_t e
     }
     gpt2_status s = GPT2_OK;
 #ifdef GPT2_HAVE_MMAP
-    if (m->file_size <= SIZE_MAX) {
+    /* GPT2_NO_MMAP=1 reads the file instead, as on systems without mmap */
+    const char *no_mmap = getenv("GPT2_NO_MMAP");
+    if (m->file_size <= SIZE_MAX && !(no_mmap && *no_mmap && strcmp(no_mmap, "0") != 0)) {
         void *p = mmap(NULL, (size_t)m->file_size, PROT_READ, MAP_PRIVATE, fileno(f), 0);
         if (p != MAP_FAILED) m->map = p;
     }

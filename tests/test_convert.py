@@ -129,6 +129,19 @@ def serve():
     return srv
 
 
+def array_module():
+    import array
+    return array
+
+
+def contiguous_strides(shape):
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return list(reversed(out))
+
+
 def run_convert(args, env):
     e = dict(os.environ)
     e.update(env)
@@ -274,6 +287,89 @@ class ConverterTests(unittest.TestCase):
             with open(os.path.join(d, "model.safetensors"), "wb") as f:
                 f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
             out = os.path.join(d, "old.gguf")
+            r = run_convert([d, "-o", out], {})
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(read_gguf(out)[0], self.local_tensors)
+
+    def test_legacy_pytorch_format(self):
+        """A pre-1.6 torch.save file (pickles + raw storages, no zip), with a transposed view
+        and a storage shared by two tensors, converts to the same tensors."""
+        import types
+        from collections import OrderedDict as OD
+        torch_mod = types.ModuleType("torch")
+        utils_mod = types.ModuleType("torch._utils")
+
+        class FloatStorage:  # stands for torch.FloatStorage in the pickle
+            pass
+        FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
+        torch_mod.FloatStorage = FloatStorage
+
+        def _rebuild_tensor_v2(*args):
+            raise AssertionError("never called when writing")
+        _rebuild_tensor_v2.__module__ = "torch._utils"
+        _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+        utils_mod._rebuild_tensor_v2 = _rebuild_tensor_v2
+
+        class Storage:
+            def __init__(self, key, data):
+                self.key, self.data = key, data
+
+        class FakeTensor:
+            def __init__(self, storage, offset, size, stride):
+                self.args = (storage, offset, tuple(size), tuple(stride), False, OD())
+
+            def __reduce__(self):
+                return (_rebuild_tensor_v2, self.args)
+
+        saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
+        sys.modules["torch"], sys.modules["torch._utils"] = torch_mod, utils_mod
+        try:
+            st = convert.read_safetensors(os.path.join(MODEL, "model.safetensors"))
+            state, storages = OD(), []
+            for name, t in st.items():
+                stor = Storage(str(len(storages)), bytes(t.data))
+                storages.append(stor)
+                if name.endswith("mlp.c_fc.weight"):
+                    # store the transpose and hand the checkpoint a strided view of it
+                    rows, cols = t.shape
+                    a = t.floats()
+                    tr = array_module().array("f")
+                    for c in range(cols):
+                        tr.extend(a[c::cols])
+                    stor.data = tr.tobytes()
+                    state[name] = FakeTensor(stor, 0, [rows, cols], [1, rows])
+                else:
+                    state[name] = FakeTensor(stor, 0, t.shape, contiguous_strides(t.shape))
+            wte = state["transformer.wte.weight"]
+            state["lm_head.weight"] = FakeTensor(wte.args[0], 0, list(wte.args[2]), list(wte.args[3]))
+
+            class P(pickle.Pickler):
+                def persistent_id(self, obj):
+                    if isinstance(obj, Storage):
+                        return ("storage", FloatStorage, obj.key, "cpu", len(obj.data) // 4, None)
+                    return None
+            buf = io.BytesIO()
+            pickle.dump(0x1950A86A20F9469CFC6C, buf, protocol=2)
+            pickle.dump(1001, buf, protocol=2)
+            pickle.dump({"little_endian": True}, buf, protocol=2)
+            P(buf, protocol=2).dump(state)
+            keys = sorted({s.key for s in storages}, key=int)
+            pickle.dump(keys, buf, protocol=2)
+            for k in keys:
+                data = storages[int(k)].data
+                buf.write(struct.pack("<q", len(data) // 4) + data)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    sys.modules.pop(k, None)
+                else:
+                    sys.modules[k] = v
+        with tempfile.TemporaryDirectory() as d:
+            for f in ("config.json", "vocab.json", "merges.txt"):
+                os.symlink(os.path.join(MODEL, f), os.path.join(d, f))
+            with open(os.path.join(d, "pytorch_model.bin"), "wb") as f:
+                f.write(buf.getvalue())
+            out = os.path.join(d, "legacy.gguf")
             r = run_convert([d, "-o", out], {})
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(read_gguf(out)[0], self.local_tensors)

@@ -146,6 +146,25 @@ static void test_golden_logits_every_path(void **state) {
     unsetenv("GPT2_KERNELS");
 }
 
+/* A model read into memory (no mmap) computes the same logits as a mapped one. */
+static void test_read_instead_of_mmap(void **state) {
+    (void)state;
+    gpt2_model *mapped = load(FIXTURE_GGUF);
+    setenv("GPT2_NO_MMAP", "1", 1);
+    gpt2_model *read = load(FIXTURE_GGUF);
+    unsetenv("GPT2_NO_MMAP");
+    assert_true(gpt2_get_model_info(mapped).mapped);
+    assert_false(gpt2_get_model_info(read).mapped);
+    size_t n1, n2;
+    float *a = prompt_logits(mapped, 2, 3, 1000, &n1), *b = prompt_logits(read, 2, 3, 1000, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(a, b, n1 * V * sizeof *a);
+    free(a);
+    free(b);
+    gpt2_free(mapped);
+    gpt2_free(read);
+}
+
 /* Appending tokens all at once, one by one, or in chunks gives the same bits; so does any
    thread count. */
 static void test_batching_and_threads_bit_identical(void **state) {
@@ -429,6 +448,7 @@ int main(void) {
         cmocka_unit_test(test_golden_logits_f32),
         cmocka_unit_test(test_golden_logits_every_path),
         cmocka_unit_test(test_batching_and_threads_bit_identical),
+        cmocka_unit_test(test_read_instead_of_mmap),
         cmocka_unit_test(test_context_full_and_bad_ids),
         cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_kernels_against_scalar),

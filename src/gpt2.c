@@ -1361,7 +1361,11 @@ static void tokenizer_free(tokenizer *t) {
  * 8 threads, every output element gets exactly the same bits. (The scalar, AVX2 and AVX-512
  * paths have different lane counts, so they agree only to rounding.)
  *
- * Every SIMD kernel sits next to its scalar reference; the tests compare them.
+ * Besides the dot products, three vector operations: GELU, the exponentials of a softmax,
+ * and attention's weighted sum of value vectors.
+ *
+ * Every SIMD kernel sits next to its scalar reference; the tests compare them. The path is
+ * chosen once per model from what the CPU supports (kernels_select, below).
  * ---------------------------------------------------------------------------------------- */
 
 /* dot_tile: out[t * ldo + r] = dot(row r of w, row t of x) for r < nr and t < nt (each at most
@@ -2510,7 +2514,7 @@ typedef enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL } logits_mode;
 static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, float *logits) {
     const gpt2_model *m = c->m;
     const gpt2_config *cf = &m->cfg;
-    const int C = cf->n_embd, NH = cf->n_head, HS = C / NH, F = m->n_ff;
+    const int C = cf->n_embd, NH = cf->n_head, HS = C / NH;
     const row_view *views = c->views;
     float *x = c->x, *xn = c->xn, *qkv = c->qkv, *y = c->y, *h = c->h;
 
@@ -2527,6 +2531,7 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
         /* attention: ln1 -> q, k, v -> cache -> softmax(q k^T / sqrt(HS)) v -> projection */
         layernorm_rows(c, xn, x, b->ln1_w, b->ln1_b, 0, T);                         // (T, C)
         matmul(c->pool, m->k, &b->qkv, b->qkv_b, xn, T, qkv, EPI_STORE);           // (T, 3C)
+        /* each token's keys and values (per head) go to its cache cell */
         for (int t = 0; t < T; t++) {
             const row_view *rv = &views[t];
             const kv_store *s = rv->dst_arena >= 0 ? &c->arena : &c->cache;
@@ -2546,7 +2551,6 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
         layernorm_rows(c, xn, x, b->ln2_w, b->ln2_b, 0, T);                         // (T, C)
         matmul(c->pool, m->k, &b->fc, b->fc_b, xn, T, h, EPI_GELU);                // (T, F)
         matmul(c->pool, m->k, &b->proj, b->proj_b, h, T, x, EPI_ADD);              // x += (T, C)
-        (void)F;
     }
 
     /* final layernorm and the output matrix, only for the rows whose logits are wanted */
@@ -2706,7 +2710,7 @@ static uint32_t float_key(float f) {
 
 /* Sorts ids 0..n-1 by logits ascending, stably (equal values: lower id first), with a
    three-pass radix sort on 11-bit digits: linear time, ~0.3 ms for GPT-2's vocabulary.
-   keys and tmp hold n entries each; the result is in out (== keys' buffer order array). */
+   out receives the sorted ids; tmp (n) and keybuf (n) are scratch. */
 static void sort_ascending(const float *logits, int32_t n, uint32_t *out, uint32_t *tmp,
                            float *keybuf) {
     uint32_t *keys = (uint32_t *)(void *)keybuf;

@@ -2324,7 +2324,7 @@ struct gpt2_context {
     float *qkv;             // (n_batch, 3C) queries | keys | values
     float *y;               // (n_batch, C)  attention output, heads concatenated
     float *h;               // (n_batch, F)  MLP hidden layer
-    float *scores;          // (n_threads, P) attention scores, one row per thread
+    float *scores;          // (n_threads, 4, P) attention scores: 4 rows per thread
     float *emb;             // (2, C)        dequantized embedding rows
     row_view *views;        // (n_batch)
     /* decoding scratch */
@@ -2400,7 +2400,7 @@ gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, 
     c->qkv = malloc(B * 3 * C * sizeof(float));
     c->y = malloc(B * C * sizeof(float));
     c->h = malloc(B * (size_t)m->n_ff * sizeof(float));
-    c->scores = malloc((size_t)c->n_threads * (size_t)c->n_ctx * sizeof(float));
+    c->scores = malloc((size_t)c->n_threads * 4 * (size_t)c->n_ctx * sizeof(float));
     c->emb = malloc(2 * C * sizeof(float));
     c->views = malloc(B * sizeof *c->views);
     c->logits = malloc((size_t)LOGIT_ROWS * V * sizeof(float));
@@ -2434,7 +2434,20 @@ typedef struct {
     int T;
 } attn_task;
 
-/* y[t, head h] = softmax(q . K^T / sqrt(HS)) V over the cells row t may see. */
+/* softmax(scores / sqrt(HS)) over n entries, in place */
+static void attention_softmax(const kernels *k, float *scores, int32_t n, float scale) {
+    float mx = -INFINITY;
+    for (int32_t j = 0; j < n; j++) {
+        scores[j] = scores[j] / scale;
+        mx = scores[j] > mx ? scores[j] : mx;
+    }
+    float sum = k->exp_sum(scores, n, mx);
+    for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / sum;
+}
+
+/* y[t, head h] = softmax(q . K^T / sqrt(HS)) V over the cells row t may see.
+   Work items are (head, block of up to 4 rows): the block's queries meet each key together
+   in one tile (a score has the same bits whichever tile computes it). */
 static void attention_worker(void *arg, int ith, int nth) {
     attn_task *a = arg;
     gpt2_context *c = a->c;
@@ -2442,41 +2455,44 @@ static void attention_worker(void *arg, int ith, int nth) {
     const gpt2_config *cf = &c->m->cfg;
     const int C = cf->n_embd, NH = cf->n_head, HS = C / NH;
     const float scale = sqrtf((float)HS);
-    const size_t row_bytes = (size_t)HS * sizeof(float);
-    float *scores = c->scores + (size_t)ith * (size_t)c->n_ctx;   // (P)
+    const size_t row_bytes = (size_t)HS * sizeof(float), P = (size_t)c->n_ctx;
+    float *scores = c->scores + (size_t)ith * 4 * P;   // (4, P)
+    const int n_blocks = (a->T + 3) / 4;
     int64_t lo, hi;
-    split_range((int64_t)a->T * NH, 1, ith, nth, &lo, &hi);
+    split_range((int64_t)n_blocks * NH, 1, ith, nth, &lo, &hi);
     for (int64_t item = lo; item < hi; item++) {
-        int t = (int)(item / NH), h = (int)(item % NH);
-        const row_view *rv = &c->views[t];
-        const float *q = c->qkv + (size_t)t * 3 * C + (size_t)h * HS;   // (HS)
-        int32_t n = rv->n_main + rv->n_extra;
-        /* scores: q . k for every visible cell; the main cache's keys are contiguous rows */
+        int t0 = (int)(item / NH) * 4, h = (int)(item % NH);
+        int nq = a->T - t0 < 4 ? a->T - t0 : 4;
+        /* scores against the main cache's keys (contiguous rows), up to the longest view */
+        int32_t n_max = 0;
+        for (int q = 0; q < nq; q++)
+            if (c->views[t0 + q].n_main > n_max) n_max = c->views[t0 + q].n_main;
         const float *K = kv_row(&c->cache, c->cache.k, cf, a->l, h, 0);   // (n_main, HS)
-        for (int32_t j = 0; j < rv->n_main; j += 4) {
-            int nr = rv->n_main - j < 4 ? rv->n_main - j : 4;
-            k->dot[WT_F32]((const uint8_t *)(K + (size_t)j * HS), row_bytes, nr, q, (size_t)HS, 1,
-                           HS, scores + j, 1);
+        const float *Q = c->qkv + (size_t)t0 * 3 * C + (size_t)h * HS;      // (nq, HS), 3C apart
+        for (int32_t j = 0; j < n_max; j += 4) {
+            int nr = n_max - j < 4 ? n_max - j : 4;
+            k->dot[WT_F32]((const uint8_t *)(K + (size_t)j * HS), row_bytes, nr, Q, (size_t)3 * C,
+                           nq, HS, scores + j, P);
         }
-        for (int32_t e = 0; e < rv->n_extra; e++)
-            k->dot[WT_F32]((const uint8_t *)kv_row(&c->arena, c->arena.k, cf, a->l, h, rv->extra[e]),
-                           row_bytes, 1, q, (size_t)HS, 1, HS, scores + rv->n_main + e, 1);
-        /* softmax over the scores / sqrt(HS) */
-        float mx = -INFINITY;
-        for (int32_t j = 0; j < n; j++) {
-            scores[j] = scores[j] / scale;
-            mx = scores[j] > mx ? scores[j] : mx;
+        for (int q = 0; q < nq; q++) {
+            const row_view *rv = &c->views[t0 + q];
+            float *sq = scores + (size_t)q * P;   // (n) this row's scores
+            /* beam search: then the arena cells on this row's history */
+            for (int32_t e = 0; e < rv->n_extra; e++)
+                k->dot[WT_F32]((const uint8_t *)kv_row(&c->arena, c->arena.k, cf, a->l, h, rv->extra[e]),
+                               row_bytes, 1, Q + (size_t)q * 3 * C, (size_t)HS, 1, HS,
+                               sq + rv->n_main + e, 1);
+            int32_t n = rv->n_main + rv->n_extra;
+            attention_softmax(k, sq, n, scale);
+            /* y = sum_j p_j v_j */
+            float *y = c->y + (size_t)(t0 + q) * C + (size_t)h * HS;   // (HS)
+            memset(y, 0, row_bytes);
+            k->weighted_sum(kv_row(&c->cache, c->cache.v, cf, a->l, h, 0), (size_t)HS, sq,
+                            rv->n_main, HS, y);
+            for (int32_t e = 0; e < rv->n_extra; e++)
+                k->weighted_sum(kv_row(&c->arena, c->arena.v, cf, a->l, h, rv->extra[e]),
+                                (size_t)HS, sq + rv->n_main + e, 1, HS, y);
         }
-        float sum = k->exp_sum(scores, n, mx);
-        for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / sum;
-        /* y = sum_j p_j v_j */
-        float *y = c->y + (size_t)t * C + (size_t)h * HS;   // (HS)
-        memset(y, 0, row_bytes);
-        k->weighted_sum(kv_row(&c->cache, c->cache.v, cf, a->l, h, 0), (size_t)HS, scores,
-                        rv->n_main, HS, y);
-        for (int32_t e = 0; e < rv->n_extra; e++)
-            k->weighted_sum(kv_row(&c->arena, c->arena.v, cf, a->l, h, rv->extra[e]), (size_t)HS,
-                            scores + rv->n_main + e, 1, HS, y);
     }
 }
 

@@ -1383,7 +1383,11 @@ struct kernels {
     void (*gelu)(float *x, int64_t n);                       /* in place */
     float (*exp_sum)(float *x, int64_t n, float max);        /* x = exp(x - max); the sum */
     void (*weighted_sum)(const float *v, size_t ldv, const float *p, int64_t n, int64_t hs,
-                         float *y);                          /* y = sum_j p[j] v[j] */
+                         float *y);                          /* y += sum_j p[j] v[j] */
+    /* the same for nq <= 4 queries at once: y[q] += sum_{j < n[q]} p[q][j] v[j], with p rows
+       ldp apart and y rows ldy apart; each y[q] gets the one-query result, bit for bit */
+    void (*weighted_sum4)(const float *v, size_t ldv, const float *p, size_t ldp,
+                          const int32_t *n, int nq, int64_t hs, float *y, size_t ldy);
 };
 
 static int wt_index(gpt2_type t) {
@@ -1478,9 +1482,17 @@ static void weighted_sum_scalar(const float *v, size_t ldv, const float *p, int6
         for (int64_t i = 0; i < hs; i++) y[i] += p[j] * v[(size_t)j * ldv + (size_t)i];
 }
 
+/* one query at a time (the paths without enough registers for 4) */
+#define DEFINE_WEIGHTED_SUM4(NAME, ONE)                                                        \
+    static void NAME(const float *v, size_t ldv, const float *p, size_t ldp, const int32_t *n, \
+                     int nq, int64_t hs, float *y, size_t ldy) {                              \
+        for (int q = 0; q < nq; q++) ONE(v, ldv, p + (size_t)q * ldp, n[q], hs, y + (size_t)q * ldy); \
+    }
+DEFINE_WEIGHTED_SUM4(weighted_sum4_scalar, weighted_sum_scalar)
+
 static const kernels kernels_scalar = {
     "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar, dot_q8_0_scalar},
-    gelu_scalar, exp_sum_scalar, weighted_sum_scalar};
+    gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar};
 
 #ifdef GPT2_X86
 /* ---- SIMD tiles ---------------------------------------------------------------------------
@@ -1683,9 +1695,11 @@ AVX2_TARGET static void weighted_sum_avx2(const float *v, size_t ldv, const floa
     if (c < hs) weighted_sum_scalar(v + c, ldv, p, n, hs - c, y + c);
 }
 
+DEFINE_WEIGHTED_SUM4(weighted_sum4_avx2, weighted_sum_avx2)
+
 static const kernels kernels_avx2 = {
     "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2},
-    gelu_avx2, exp_sum_avx2, weighted_sum_avx2};
+    gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2};
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
@@ -1898,9 +1912,54 @@ AVX512_TARGET static void weighted_sum_avx512(const float *v, size_t ldv, const 
     }
 }
 
+/* 4 queries x 64 channels = 16 sums in registers; each value row is loaded once for all
+   the queries that see it. Per query the operations are those of weighted_sum_avx512. */
+AVX512_TARGET static void weighted_sum4_avx512(const float *v, size_t ldv, const float *p,
+                                               size_t ldp, const int32_t *n, int nq, int64_t hs,
+                                               float *y, size_t ldy) {
+    if (nq != 4 || hs % 16) {
+        for (int q = 0; q < nq; q++)
+            weighted_sum_avx512(v, ldv, p + (size_t)q * ldp, n[q], hs, y + (size_t)q * ldy);
+        return;
+    }
+    int32_t n_min = n[0];
+    for (int q = 1; q < 4; q++) n_min = n[q] < n_min ? n[q] : n_min;
+    for (int64_t c = 0; c < hs; c += 64) {
+        int nv = hs - c >= 64 ? 4 : (int)((hs - c) / 16); /* vectors of 16 in this chunk */
+        __m512 acc[4][4];
+        for (int q = 0; q < 4; q++)
+            for (int i = 0; i < 4; i++)
+                acc[q][i] = i < nv ? _mm512_loadu_ps(y + (size_t)q * ldy + c + 16 * i) : _mm512_setzero_ps();
+        int64_t j = 0;
+        if (nv == 4) {
+            for (; j < n_min; j++) {
+                const float *vj = v + (size_t)j * ldv + c;
+                __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
+                __m512 v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
+                UNROLL for (int q = 0; q < 4; q++) {
+                    __m512 pj = _mm512_set1_ps(p[(size_t)q * ldp + (size_t)j]);
+                    acc[q][0] = _mm512_fmadd_ps(pj, v0, acc[q][0]);
+                    acc[q][1] = _mm512_fmadd_ps(pj, v1, acc[q][1]);
+                    acc[q][2] = _mm512_fmadd_ps(pj, v2, acc[q][2]);
+                    acc[q][3] = _mm512_fmadd_ps(pj, v3, acc[q][3]);
+                }
+            }
+        }
+        for (int q = 0; q < 4; q++) /* each query's remaining rows (causal: they differ) */
+            for (int64_t jj = j; jj < n[q]; jj++) {
+                const float *vj = v + (size_t)jj * ldv + c;
+                __m512 pj = _mm512_set1_ps(p[(size_t)q * ldp + (size_t)jj]);
+                for (int i = 0; i < nv; i++)
+                    acc[q][i] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * i), acc[q][i]);
+            }
+        for (int q = 0; q < 4; q++)
+            for (int i = 0; i < nv; i++) _mm512_storeu_ps(y + (size_t)q * ldy + c + 16 * i, acc[q][i]);
+    }
+}
+
 static const kernels kernels_avx512 = {
     "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512},
-    gelu_avx512, exp_sum_avx512, weighted_sum_avx512};
+    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
 #endif /* GPT2_X86 */
 
 /* What the CPU (and the OS, which must save the wider registers) supports, from cpuid. */
@@ -2474,6 +2533,7 @@ static void attention_worker(void *arg, int ith, int nth) {
             k->dot[WT_F32]((const uint8_t *)(K + (size_t)j * HS), row_bytes, nr, Q, (size_t)3 * C,
                            nq, HS, scores + j, P);
         }
+        int32_t n_main[4];
         for (int q = 0; q < nq; q++) {
             const row_view *rv = &c->views[t0 + q];
             float *sq = scores + (size_t)q * P;   // (n) this row's scores
@@ -2482,16 +2542,20 @@ static void attention_worker(void *arg, int ith, int nth) {
                 k->dot[WT_F32]((const uint8_t *)kv_row(&c->arena, c->arena.k, cf, a->l, h, rv->extra[e]),
                                row_bytes, 1, Q + (size_t)q * 3 * C, (size_t)HS, 1, HS,
                                sq + rv->n_main + e, 1);
-            int32_t n = rv->n_main + rv->n_extra;
-            attention_softmax(k, sq, n, scale);
-            /* y = sum_j p_j v_j */
-            float *y = c->y + (size_t)(t0 + q) * C + (size_t)h * HS;   // (HS)
-            memset(y, 0, row_bytes);
-            k->weighted_sum(kv_row(&c->cache, c->cache.v, cf, a->l, h, 0), (size_t)HS, sq,
-                            rv->n_main, HS, y);
+            attention_softmax(k, sq, rv->n_main + rv->n_extra, scale);
+            n_main[q] = rv->n_main;
+            memset(c->y + (size_t)(t0 + q) * C + (size_t)h * HS, 0, row_bytes);
+        }
+        /* y = sum_j p_j v_j: the main cache's values for the block, then the arena's */
+        float *Y = c->y + (size_t)t0 * C + (size_t)h * HS;   // (nq, HS), C apart
+        k->weighted_sum4(kv_row(&c->cache, c->cache.v, cf, a->l, h, 0), (size_t)HS, scores, P,
+                         n_main, nq, HS, Y, (size_t)C);
+        for (int q = 0; q < nq; q++) {
+            const row_view *rv = &c->views[t0 + q];
             for (int32_t e = 0; e < rv->n_extra; e++)
                 k->weighted_sum(kv_row(&c->arena, c->arena.v, cf, a->l, h, rv->extra[e]),
-                                (size_t)HS, sq + rv->n_main + e, 1, HS, y);
+                                (size_t)HS, scores + (size_t)q * P + rv->n_main + e, 1, HS,
+                                Y + (size_t)q * C);
         }
     }
 }

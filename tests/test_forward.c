@@ -383,6 +383,22 @@ static void test_vector_math_against_scalar(void **state) {
                 for (int i = hs; i < 64; i++) assert_true(yb[i] == 0.5f); /* nothing past hs */
                 free(v);
             }
+            /* 4 queries at once, each with its own length: the one-query bits */
+            {
+                float *v = malloc((size_t)(n + 3) * 64 * sizeof *v), *pr = malloc(4 * (size_t)(n + 3) * sizeof *pr);
+                float y4[4][64], y1[4][64];
+                int32_t lens[4] = {(int32_t)n, (int32_t)n + 1, (int32_t)n + 3, (int32_t)n + 2};
+                for (int64_t i = 0; i < (n + 3) * 64; i++) v[i] = gb_randf(&seed);
+                for (int64_t i = 0; i < 4 * (n + 3); i++) pr[i] = gb_randf(&seed) + 0.5f;
+                for (int q = 0; q < 4; q++)
+                    for (int i = 0; i < 64; i++) y4[q][i] = y1[q][i] = 0.25f * (float)q;
+                paths[p]->weighted_sum4(v, 64, pr, (size_t)(n + 3), lens, 4, 64, &y4[0][0], 64);
+                for (int q = 0; q < 4; q++)
+                    paths[p]->weighted_sum(v, 64, pr + (size_t)q * (size_t)(n + 3), lens[q], 64, y1[q]);
+                assert_memory_equal(y4, y1, sizeof y4);
+                free(v);
+                free(pr);
+            }
             free(a);
             free(b);
             checked++;

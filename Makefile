@@ -74,6 +74,8 @@ test: test-fast test-asan
 
 test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 	@set -e; for t in $(TESTS); do echo "== $$t"; GPT2_BIN=build/gpt2 build/tests/$$t; done
+	@set -e; for k in scalar avx2; do echo "== test_decode on the $$k kernels"; \
+	  GPT2_KERNELS=$$k build/tests/test_decode; done
 	@echo "== converter (python)"; $(PYTHON) tests/test_convert.py
 
 test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2

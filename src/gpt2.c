@@ -2070,19 +2070,25 @@ static void matmul_rows(const kernels *k, const matrix *w, const float *bias, co
             int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
             for (int t = t0; t < t1; t += 4) {
                 int nt = t1 - t < 4 ? t1 - t : 4;
+                const uint8_t *wr = base + (size_t)r * w->row_bytes;
+                if (e != EPI_ADD) { /* straight into the output; the bias follows below */
+                    dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols,
+                        out + (size_t)t * (size_t)ldo + r, (size_t)ldo);
+                    continue;
+                }
                 float d[16]; /* (nt, 4) */
-                dot(base + (size_t)r * w->row_bytes, w->row_bytes, nr, x + (size_t)t * cols, cols,
-                    nt, w->cols, d, 4);
+                dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols, d, 4);
                 for (int j = 0; j < nt; j++) {
                     float *o = out + (size_t)(t + j) * (size_t)ldo + r;
-                    for (int i = 0; i < nr; i++) {
-                        float v = d[j * 4 + i] + (bias ? bias[r + i] : 0.0f);
-                        if (e == EPI_ADD) o[i] += v;
-                        else o[i] = v;
-                    }
+                    for (int i = 0; i < nr; i++) o[i] += d[j * 4 + i] + (bias ? bias[r + i] : 0.0f);
                 }
             }
         }
+        if (e != EPI_ADD && bias) /* this thread's share of each token's row, contiguous */
+            for (int t = t0; t < t1; t++) {
+                float *o = out + (size_t)t * (size_t)ldo;
+                for (int64_t i = r0; i < r1; i++) o[i] += bias[i];
+            }
         if (e == EPI_GELU) /* vectorised, on this thread's share of each token's row */
             for (int t = t0; t < t1; t++) k->gelu(out + (size_t)t * (size_t)ldo + r0, r1 - r0);
     }

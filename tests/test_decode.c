@@ -399,6 +399,48 @@ static void test_sampling_distribution(void **state) {
     assert_true(lo < 0.001 && hi > 0.999);
 }
 
+/* ---- two contexts on one model, in two threads ------------------------------------------- */
+
+typedef struct {
+    int32_t prompt[3];
+    int beams;
+    int32_t out[64];
+    size_t n;
+    gpt2_status st;
+} gen_job;
+
+static void *gen_thread(void *arg) {
+    gen_job *j = arg;
+    gpt2_context *c;
+    j->st = gpt2_context_new(model, &(gpt2_context_params){2, 0}, &c);
+    if (j->st) return NULL;
+    gpt2_generate_params p = gpt2_generate_default_params(model);
+    p.sampling.temperature = 0;
+    p.max_new_tokens = 16;
+    p.num_beams = j->beams;
+    j->st = gpt2_generate(c, j->prompt, 3, &p, j->out, 64, &j->n, NULL, NULL);
+    gpt2_context_free(c);
+    return NULL;
+}
+
+/* The model is shared read-only: two threads generating at once get what each gets alone. */
+static void test_two_contexts_in_two_threads(void **state) {
+    (void)state;
+    gen_job alone[2] = {{{464, 3290, 318}, 1, {0}, 0, GPT2_OK}, {{15496, 995, 11}, 3, {0}, 0, GPT2_OK}};
+    gen_job both[2];
+    memcpy(both, alone, sizeof both);
+    for (int i = 0; i < 2; i++) gen_thread(&alone[i]);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&th[i], NULL, gen_thread, &both[i]), 0);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(alone[i].st, GPT2_OK);
+        assert_int_equal(both[i].st, GPT2_OK);
+        assert_int_equal(both[i].n, alone[i].n);
+        assert_memory_equal(both[i].out, alone[i].out, alone[i].n * sizeof(int32_t));
+    }
+}
+
 /* ---- generate: arguments, callback, stop conditions --------------------------------------- */
 
 static int stop_after_3(void *user, int32_t id, const char *bytes, size_t len) {
@@ -470,6 +512,7 @@ int main(void) {
         cmocka_unit_test(test_beam_threads),
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_sampling_distribution),
+        cmocka_unit_test(test_two_contexts_in_two_threads),
         cmocka_unit_test(test_generate_arguments_and_stops),
     };
     return cmocka_run_group_tests_name("decode", tests, setup, teardown);

@@ -13,7 +13,7 @@ SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 TESTS    := test_tokenizer test_model test_forward test_decode test_cli
 FIXTURES := build/fixtures/tiny.gguf build/fixtures/tiny-pt.gguf build/fixtures/tiny-f16.gguf
 
-.PHONY: all test test-fast test-asan bench run clean fixtures
+.PHONY: all test test-fast test-asan test-tsan bench run clean fixtures
 
 all: build/libgpt2.a build/gpt2
 
@@ -81,6 +81,15 @@ test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
 	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; \
 	  ASAN_OPTIONS=detect_leaks=1 GPT2_BIN=build/asan/gpt2 build/asan/$$t; done
+
+# `make test-tsan`: the threaded suites under ThreadSanitizer (slow; not part of `make test`)
+build/tsan/%: tests/%.c tests/common.h tests/gguf_builder.h src/gpt2.c include/gpt2.h | build/.dirs
+	mkdir -p build/tsan
+	$(CC) $(CPPFLAGS) -O1 -g -fsanitize=thread $(WARN) -Wno-unused-function $< -lcmocka $(LDLIBS) -o $@
+
+test-tsan: $(FIXTURES) build/tsan/test_forward build/tsan/test_decode
+	@set -e; for t in test_forward test_decode; do echo "== $$t (tsan)"; \
+	  TSAN_OPTIONS=halt_on_error=1 build/tsan/$$t; done
 
 # ---- benchmarks and a demo ------------------------------------------------------------------
 

@@ -376,6 +376,9 @@ static int cmd_complete(args *a) {
         else if (!strcmp(f, "-t") || !strcmp(f, "--threads"))
             n_threads = (int)parse_int(f, need_value(a, f), 1, 256);
         else if (!strcmp(f, "--stats")) stats = true;
+        else if (!strcmp(f, "tokenize") || !strcmp(f, "detokenize") || !strcmp(f, "perplexity") ||
+                 !strcmp(f, "bench") || !strcmp(f, "quantize") || !strcmp(f, "complete"))
+            die_usage("the command comes first: gpt2 %s [options]", f);
         else die_usage("unknown option '%s' (see gpt2 --help)", f);
     }
     if (prompt && file) die_usage("give the prompt with -p or -f, not both");

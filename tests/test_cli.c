@@ -161,6 +161,7 @@ static void test_errors_are_one_line(void **state) {
     expect_error(run(M " -p ''"), 1, "empty");
     expect_error(run(M), 2, "no prompt");
     expect_error(run("frobnicate"), 2, "frobnicate");
+    expect_error(run(M " tokenize hello"), 2, "the command comes first: gpt2 tokenize");
     assert_int_equal(system("printf 'abc\\377def' > build/tests/cli.bad"), 0);
     expect_error(run(M " -f build/tests/cli.bad"), 1, "UTF-8");
     expect_error(run(M " -f no/such/prompt.txt"), 1, "no/such/prompt.txt");

@@ -2794,17 +2794,14 @@ static uint32_t float_key(float f) {
     return (u & 0x80000000u) ? ~u : u | 0x80000000u;
 }
 
-/* Sorts ids 0..n-1 by logits ascending, stably (equal values: lower id first), with a
-   three-pass radix sort on 11-bit digits: linear time, ~0.3 ms for GPT-2's vocabulary.
-   out receives the sorted ids; tmp (n) and keybuf (n) are scratch. */
-static void sort_ascending(const float *logits, int32_t n, uint32_t *out, uint32_t *tmp,
+/* Sorts the n ids in ids[] by their logits ascending, stably (equal values keep their
+   order), with a three-pass radix sort on 11-bit digits: linear time, ~0.3 ms for all of
+   GPT-2's vocabulary. tmp (n) and keybuf (one float per vocabulary entry) are scratch. */
+static void sort_ascending(const float *logits, uint32_t *ids, int32_t n, uint32_t *tmp,
                            float *keybuf) {
-    uint32_t *keys = (uint32_t *)(void *)keybuf;
-    for (int32_t i = 0; i < n; i++) {
-        keys[i] = float_key(logits[i]);
-        out[i] = (uint32_t)i;
-    }
-    uint32_t *src = out, *dst = tmp;
+    uint32_t *keys = (uint32_t *)(void *)keybuf; /* keys[id]: an order-preserving integer */
+    for (int32_t i = 0; i < n; i++) keys[ids[i]] = float_key(logits[ids[i]]);
+    uint32_t *src = ids, *dst = tmp;
     for (int pass = 0; pass < 3; pass++) {
         int shift = 11 * pass;
         uint32_t count[2048] = {0};
@@ -2820,7 +2817,7 @@ static void sort_ascending(const float *logits, int32_t n, uint32_t *out, uint32
         src = dst;
         dst = t;
     }
-    if (src != out) memcpy(out, src, (size_t)n * sizeof *out); /* odd pass count: copy back */
+    if (src != ids) memcpy(ids, src, (size_t)n * sizeof *ids); /* odd pass count: copy back */
 }
 
 /* scratch for the processors: work (V floats), order (2V) */
@@ -2834,7 +2831,8 @@ typedef struct {
 static void top_k_filter(float *logits, int32_t V, int32_t k, int32_t min_keep, proc_scratch *ps) {
     if (k < min_keep) k = min_keep;
     if (k <= 0 || k >= V) return;
-    sort_ascending(logits, V, ps->order, ps->order + V, ps->work);
+    for (int32_t i = 0; i < V; i++) ps->order[i] = (uint32_t)i;
+    sort_ascending(logits, ps->order, V, ps->order + V, ps->work);
     float kth = logits[ps->order[V - k]];
     for (int32_t i = 0; i < V; i++)
         if (logits[i] < kth) logits[i] = -INFINITY;
@@ -2853,20 +2851,25 @@ static double typed_value(float f) {
    the highest. In words: keep a token iff the probability mass above it is < p. */
 static void top_p_filter(float *logits, int32_t V, float top_p, int32_t min_keep, proc_scratch *ps) {
     if (!(top_p < 1.0f)) return;
+    /* only the surviving entries: one removed earlier (by top-k) has probability 0, adds
+       nothing to the running sum and stays removed, so sorting it changes nothing */
     uint32_t *order = ps->order;
-    sort_ascending(logits, V, order, order + V, ps->work);
-    float mx = logits[order[V - 1]];
-    if (mx == -INFINITY) return;
-    float *e = ps->work; /* (V) exp(x - max) in sorted order */
+    int32_t m = 0;
+    for (int32_t i = 0; i < V; i++)
+        if (logits[i] != -INFINITY) order[m++] = (uint32_t)i;
+    if (m == 0) return;
+    sort_ascending(logits, order, m, order + V, ps->work);
+    float mx = logits[order[m - 1]];
+    float *e = ps->work; /* (m) exp(x - max) in sorted order (the sort is done with work) */
     double sum = 0;
-    for (int32_t i = 0; i < V; i++) {
+    for (int32_t i = 0; i < m; i++) {
         e[i] = expf(logits[order[i]] - mx);
         sum += e[i];
     }
     float inv = 1.0f / (float)sum;
     float threshold = (float)(1.0 - typed_value(top_p));
     float cum = 0.0f;
-    for (int32_t i = 0; i < V - min_keep; i++) { /* the min_keep highest always stay */
+    for (int32_t i = 0; i < m - min_keep; i++) { /* the min_keep highest always stay */
         cum = (float)((double)cum + (double)(e[i] * inv));
         if (cum > threshold) break;
         logits[order[i]] = -INFINITY;

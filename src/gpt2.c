@@ -2009,14 +2009,14 @@ static void dequantize_row(const matrix *w, int64_t r, float *out) {
     switch (w->type) {
     case GPT2_TYPE_F32: memcpy(out, p, (size_t)w->cols * sizeof(float)); break;
     case GPT2_TYPE_F16:
-        for (int64_t i = 0; i < w->cols; i++) out[i] = f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        for (int64_t i = 0; i < w->cols; i++) out[i] = wval_f16(p, i);
         break;
     case GPT2_TYPE_BF16:
-        for (int64_t i = 0; i < w->cols; i++) out[i] = bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        for (int64_t i = 0; i < w->cols; i++) out[i] = wval_bf16(p, i);
         break;
     case GPT2_TYPE_Q8_0:
         for (int64_t b = 0; b < w->cols / QK8_0; b++, p += Q8_0_BLOCK_BYTES) {
-            float d = f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+            float d = f16_to_f32(rd16(p));
             for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] = d * (float)(int8_t)p[2 + i];
         }
         break;

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpt2.h"
+
 /* Built by the Makefile before the tests run (scripts/convert.py on tests/data/model). */
 #define FIXTURE_GGUF "build/fixtures/tiny.gguf"          /* from model.safetensors, f32 */
 #define FIXTURE_GGUF_PT "build/fixtures/tiny-pt.gguf"    /* from pytorch_model.bin, f32 */
@@ -232,5 +234,27 @@ static inline jv json_file(const char *path) {
     free(s);
     return v;
 }
+
+/* A model, or NULL after printing why it would not load. */
+static inline gpt2_model *load_or_report(const char *path) {
+    gpt2_model *m = NULL;
+    char err[256];
+    if (gpt2_load(path, &m, err, sizeof err) != GPT2_OK) fprintf(stderr, "%s\n", err);
+    return m;
+}
+
+/* Group setup and teardown for suites that share one fixture model in `model`. */
+#define FIXTURE_MODEL_GROUP                                                                    \
+    static gpt2_model *model;                                                                 \
+    static int setup(void **state) {                                                          \
+        (void)state;                                                                          \
+        model = load_or_report(FIXTURE_GGUF);                                                 \
+        return model ? 0 : -1;                                                                \
+    }                                                                                         \
+    static int teardown(void **state) {                                                       \
+        (void)state;                                                                          \
+        gpt2_free(model);                                                                     \
+        return 0;                                                                             \
+    }
 
 #endif

@@ -14,23 +14,7 @@
 
 #include "common.h"
 
-static gpt2_model *model;
-
-static int setup(void **state) {
-    (void)state;
-    char err[256];
-    if (gpt2_load(FIXTURE_GGUF, &model, err, sizeof err) != GPT2_OK) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    gpt2_free(model);
-    return 0;
-}
+FIXTURE_MODEL_GROUP
 
 /* ---- logits processors ----------------------------------------------------------------- */
 

@@ -34,12 +34,8 @@ static int teardown(void **state) {
 }
 
 static gpt2_model *load(const char *path) {
-    gpt2_model *m;
-    char err[256];
-    if (gpt2_load(path, &m, err, sizeof err) != GPT2_OK) {
-        fprintf(stderr, "%s\n", err);
-        fail();
-    }
+    gpt2_model *m = load_or_report(path);
+    assert_non_null(m);
     return m;
 }
 

@@ -1354,6 +1354,7 @@ static void tokenizer_free(tokenizer *t) {
  *   f32   n floats                       f16   n IEEE half floats (1+5+10 bits)
  *   bf16  n bfloat16 (the top 16 bits of a float32)
  *   q8_0  n/32 blocks of { f16 scale d; int8 q[32] }: value i of a block is d * q[i]
+ * q8_0 rows meet x quantized the same way, so that the products are int8 x int8 (below).
  *
  * Determinism. Each dot product is computed by one thread, with one fixed sequence of
  * operations: a vector of partial sums (the "lanes") over the row in order, then a fixed
@@ -1375,11 +1376,18 @@ static void tokenizer_free(tokenizer *t) {
 typedef void (*dot_tile_fn)(const uint8_t *w, size_t row_bytes, int nr, const float *x,
                             size_t ldx, int nt, int64_t n, float *out, size_t ldo);
 
-enum { WT_F32, WT_F16, WT_BF16, WT_Q8_0, WT_COUNT };
+/* q8_0 weights meet activations quantized the same way (see "q8_0 activations" below): the
+   same tile, with x as ldx groups apart */
+typedef struct q8_group q8_group;
+typedef void (*dot_q8_tile_fn)(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x,
+                               size_t ldx, int nt, int64_t n, float *out, size_t ldo);
+
+enum { WT_F32, WT_F16, WT_BF16, WT_COUNT }; /* the types that meet float activations */
 
 struct kernels {
     const char *name;
     dot_tile_fn dot[WT_COUNT];
+    dot_q8_tile_fn dot_q8;
     void (*gelu)(float *x, int64_t n);                       /* in place */
     float (*exp_sum)(float *x, int64_t n, float max);        /* x = exp(x - max); the sum */
     void (*weighted_sum)(const float *v, size_t ldv, const float *p, int64_t n, int64_t hs,
@@ -1394,7 +1402,6 @@ static int wt_index(gpt2_type t) {
     switch (t) {
     case GPT2_TYPE_F16: return WT_F16;
     case GPT2_TYPE_BF16: return WT_BF16;
-    case GPT2_TYPE_Q8_0: return WT_Q8_0;
     default: return WT_F32;
     }
 }
@@ -1437,23 +1444,82 @@ DEFINE_DOT_SCALAR(dot_f32_scalar, wval_f32)
 DEFINE_DOT_SCALAR(dot_f16_scalar, wval_f16)
 DEFINE_DOT_SCALAR(dot_bf16_scalar, wval_bf16)
 
-/* q8_0: per block, lane sums of q * x, then acc += d * sums (n is a multiple of 32) */
-static void dot_q8_0_scalar(const uint8_t *w, size_t row_bytes, int nr, const float *x,
+/* ---- q8_0 activations ---------------------------------------------------------------------
+ * A q8_0 weight row is int8 numbers with one scale per block of 32. Its dot product with an
+ * activation row runs on integers when the activations are quantized the same way, block by
+ * block (d = max|x| / 127, q = round(x / d), as llama.cpp does): each block's sum of 32
+ * products is then exact in int32, and SIMD multiplies 4 int8 pairs per 32-bit lane in one
+ * instruction (VNNI's vpdpbusd) instead of converting every weight to float first. Then
+ *     dot = sum over blocks b of (d_w[b] * d_x[b]) * sum_i q_w[i] q_x[i].
+ * Quantizing x adds an error of about 1/254 of each block's largest value, far below
+ * q8_0's own error in the weights (the tests bound both together against Hugging Face).
+ *
+ * The activations are laid out for the kernels, in groups of 64 numbers (two blocks A, B):
+ *   q[64]      the int8 numbers of A then B
+ *   d[16]      d_A eight times, then d_B eight times: one scale per 32-bit lane of q
+ *   corr[16]   -128 * (q[4j] + ... + q[4j+3]) for lane j. vpdpbusd multiplies unsigned by
+ *              signed bytes, so the kernel reads the weights as q_w + 128 (flipping their
+ *              top bits) and starts each lane's sum at corr, which takes the 128s back out.
+ * A row of n numbers takes ceil(n / 64) groups; an odd last block leaves B all zero.
+ * ---------------------------------------------------------------------------------------- */
+
+#define Q8_GROUP 64 /* numbers per group */
+struct q8_group {
+    int8_t q[64];
+    float d[16];
+    int32_t corr[16];
+};
+
+static int64_t q8_groups(int64_t n) { return (n + Q8_GROUP - 1) / Q8_GROUP; }
+
+/* x (n floats, n a multiple of 32) -> q8_group[q8_groups(n)] */
+static void quantize_q8_acts(const float *x, int64_t n, q8_group *g) {
+    for (int64_t b = 0; b < q8_groups(n) * 2; b++) {
+        q8_group *gr = g + b / 2;
+        int half = (int)(b % 2);
+        int8_t *q = gr->q + 32 * half;
+        float d = 0.0f;
+        if (b * QK8_0 < n) {
+            const float *v = x + b * QK8_0;
+            float amax = 0.0f;
+            for (int i = 0; i < QK8_0; i++) amax = fabsf(v[i]) > amax ? fabsf(v[i]) : amax;
+            d = amax / 127.0f;
+            float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            for (int i = 0; i < QK8_0; i++) {
+                /* clamped (NaN goes to 127), then rounded half to even by adding and taking
+                   away 1.5 * 2^23, which leaves no fraction bits (and needs no libm call) */
+                float r = v[i] * id;
+                r = r < 127.0f ? r : 127.0f;
+                r = r > -127.0f ? r : -127.0f;
+                q[i] = (int8_t)(int32_t)((r + 12582912.0f) - 12582912.0f);
+            }
+        } else {
+            memset(q, 0, QK8_0);
+        }
+        for (int j = 0; j < 8; j++) {
+            gr->d[8 * half + j] = d;
+            gr->corr[8 * half + j] = -128 * (q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
+        }
+    }
+}
+
+/* scalar reference: per block the exact integer sum, then acc += (d_w * d_x) * sum */
+static void dot_q8_0_scalar(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x,
                             size_t ldx, int nt, int64_t n, float *out, size_t ldo) {
     for (int r = 0; r < nr; r++)
         for (int t = 0; t < nt; t++) {
             const uint8_t *blk = w + (size_t)r * row_bytes;
-            const float *xt = x + (size_t)t * ldx;
-            float acc[8] = {0};
-            for (int64_t k = 0; k < n; k += QK8_0, blk += Q8_0_BLOCK_BYTES) {
-                float d = f16_to_f32(rd16(blk));
-                const int8_t *q = (const int8_t *)(blk + 2);
-                float s[8] = {0};
-                for (int i = 0; i < QK8_0; i += 8)
-                    for (int l = 0; l < 8; l++) s[l] += (float)q[i + l] * xt[k + i + l];
-                for (int l = 0; l < 8; l++) acc[l] += d * s[l];
+            const q8_group *g = x + (size_t)t * ldx;
+            float acc[2] = {0}; /* blocks A and B, as the SIMD paths pair them */
+            for (int64_t b = 0; b < n / QK8_0; b++, blk += Q8_0_BLOCK_BYTES) {
+                const q8_group *gr = g + b / 2;
+                int half = (int)(b % 2);
+                const int8_t *qw = (const int8_t *)(blk + 2), *qx = gr->q + 32 * half;
+                int32_t s = 0;
+                for (int i = 0; i < QK8_0; i++) s += qw[i] * qx[i];
+                acc[half] += f16_to_f32(rd16(blk)) * gr->d[8 * half] * (float)s;
             }
-            out[(size_t)t * ldo + r] = reduce8(acc);
+            out[(size_t)t * ldo + r] = acc[0] + acc[1];
         }
 }
 
@@ -1491,7 +1557,7 @@ static void weighted_sum_scalar(const float *v, size_t ldv, const float *p, int6
 DEFINE_WEIGHTED_SUM4(weighted_sum4_scalar, weighted_sum_scalar)
 
 static const kernels kernels_scalar = {
-    "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar, dot_q8_0_scalar},
+    "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar}, dot_q8_0_scalar,
     gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar};
 
 #ifdef GPT2_X86
@@ -1594,31 +1660,55 @@ DEFINE_DOT_AVX2(dot_f32_avx2, load8_f32, 4)
 DEFINE_DOT_AVX2(dot_f16_avx2, load8_f16, 2)
 DEFINE_DOT_AVX2(dot_bf16_avx2, load8_bf16, 2)
 
-/* q8_0, one token at a time: a block's 32 int8 become 4 float vectors, then
-   s = sum_i q_i * x_i (4 vectors), acc += d * s */
+/* q8_0 x q8_0 activations: per block, 8 lanes of 4 int8 products each. vpmaddubsw multiplies
+   unsigned by signed bytes, so |q_w| meets q_x with q_w's sign (sign_epi8); pairs of
+   products stay within int16 (128 * 127 * 2 < 2^15), and vpmaddwd adds them up to int32. */
+#define AVX2_Q8_TILE(NR, NT)                                                                   \
+    do {                                                                                      \
+        __m256 acc[NR][NT];                                                                   \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();              \
+        for (int64_t b = 0; b < n / QK8_0; b++) {                                             \
+            const int half = (int)(b % 2);                                                    \
+            __m256i qx[NT];                                                                   \
+            UNROLL for (int t = 0; t < NT; t++)                                               \
+                qx[t] = _mm256_loadu_si256((const __m256i *)(const void *)(x[t * ldx + b / 2].q + 32 * half)); \
+            UNROLL for (int r = 0; r < NR; r++) {                                             \
+                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * Q8_0_BLOCK_BYTES; \
+                __m256i qw = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));    \
+                __m256i aw = _mm256_abs_epi8(qw);                                             \
+                __m256 dw = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));                             \
+                UNROLL for (int t = 0; t < NT; t++) {                                         \
+                    __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx[t], qw));        \
+                    __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1))); \
+                    __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(x[t * ldx + b / 2].d + 8 * half)); \
+                    acc[r][t] = _mm256_fmadd_ps(s, d, acc[r][t]);                             \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = hsum256(acc[r][t]); \
+    } while (0)
+
 AVX2_TARGET static void dot_q8_0_avx2(const uint8_t *w, size_t row_bytes, int nr,
-                                      const float *x, size_t ldx, int nt, int64_t n,
+                                      const q8_group *x, size_t ldx, int nt, int64_t n,
                                       float *out, size_t ldo) {
-    for (int t = 0; t < nt; t++) {
-        const float *xt = x + (size_t)t * ldx;
-        __m256 acc[4];
-        for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
-        for (int64_t k = 0; k < n; k += QK8_0) {
-            __m256 x0 = _mm256_loadu_ps(xt + k), x1 = _mm256_loadu_ps(xt + k + 8);
-            __m256 x2 = _mm256_loadu_ps(xt + k + 16), x3 = _mm256_loadu_ps(xt + k + 24);
-            for (int r = 0; r < nr; r++) {
-                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)(k / QK8_0) * Q8_0_BLOCK_BYTES;
-                __m256 d = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));
-                __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(blk + 2));
-                __m128i q2 = _mm_loadu_si128((const __m128i *)(const void *)(blk + 18));
-                __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), x0);
-                s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), x1, s);
-                s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q2)), x2, s);
-                s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q2, 8))), x3, s);
-                acc[r] = _mm256_fmadd_ps(d, s, acc[r]);
+    for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {
+        if (nt - t0 < 2) {
+            switch (nr) {
+            case 1: AVX2_Q8_TILE(1, 1); break;
+            case 2: AVX2_Q8_TILE(2, 1); break;
+            case 3: AVX2_Q8_TILE(3, 1); break;
+            default: AVX2_Q8_TILE(4, 1); break;
+            }
+        } else {
+            switch (nr) {
+            case 1: AVX2_Q8_TILE(1, 2); break;
+            case 2: AVX2_Q8_TILE(2, 2); break;
+            case 3: AVX2_Q8_TILE(3, 2); break;
+            default: AVX2_Q8_TILE(4, 2); break;
             }
         }
-        for (int r = 0; r < nr; r++) out[(size_t)t * ldo + r] = hsum256(acc[r]);
     }
 }
 
@@ -1698,7 +1788,7 @@ AVX2_TARGET static void weighted_sum_avx2(const float *v, size_t ldv, const floa
 DEFINE_WEIGHTED_SUM4(weighted_sum4_avx2, weighted_sum_avx2)
 
 static const kernels kernels_avx2 = {
-    "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2},
+    "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2,
     gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2};
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */
@@ -1789,54 +1879,67 @@ DEFINE_DOT_AVX512(dot_f32_avx512, load16_f32, 4)
 DEFINE_DOT_AVX512(dot_f16_avx512, load16_f16, 2)
 DEFINE_DOT_AVX512(dot_bf16_avx512, load16_bf16, 2)
 
-/* q8_0: per block of 32, the row's int8 as two float vectors, reused for every token */
+/* q8_0 x q8_0 activations, one group (two blocks, 64 numbers) per step: the weights' int8 of
+   blocks A and B in one register, read as unsigned by flipping the top bits (q + 128);
+   vpdpbusd adds 4 products per lane onto the lane's correction (-128 * sum of its q_x), so
+   lanes 0-7 hold block A's exact partial sums and lanes 8-15 block B's. Then per lane
+   acc += float(sum) * (d_w * d_x). An odd last block runs with B's weights and scales zero. */
+AVX512_TARGET static ALWAYS_INLINE __m512i q8_weights(const uint8_t *blk, bool pair) {
+    __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
+    __m512i v = pair ? _mm512_inserti64x4(_mm512_castsi256_si512(a),
+                                          _mm256_loadu_si256((const __m256i *)(const void *)(blk + Q8_0_BLOCK_BYTES + 2)), 1)
+                     : _mm512_zextsi256_si512(a);
+    return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+}
+AVX512_TARGET static ALWAYS_INLINE __m512 q8_scales(const uint8_t *blk, bool pair) {
+    __m128i a = _mm_set1_epi16((short)rd16(blk));
+    __m128i b = pair ? _mm_set1_epi16((short)rd16(blk + Q8_0_BLOCK_BYTES)) : _mm_setzero_si128();
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
+}
+/* one (row, token) step: the same operations in every tile shape */
+#define Q8_STEP(ACC, WQ, DW, G)                                                                \
+    ACC = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_loadu_si512((G)->corr), \
+                                                                 WQ, _mm512_loadu_si512((G)->q))), \
+                          _mm512_mul_ps(DW, _mm512_loadu_ps((G)->d)), ACC)
+
 #define AVX512_Q8_TILE(UNUSED, NR, NT)                                                         \
     do {                                                                                      \
+        const int64_t np = n / QK8_0 / 2; /* whole groups; then maybe one lone block */      \
+        const bool odd = (n / QK8_0) % 2;                                                     \
         if (NT == 1) { /* one token: rows one after another (see AVX512_TILE) */             \
-            __m512 x0[NT], x1[NT]; (void)x0; (void)x1;                                        \
             UNROLL for (int r = 0; r < NR; r++) {                                             \
                 __m512 a = _mm512_setzero_ps();                                               \
                 const uint8_t *blk = w + (size_t)r * row_bytes;                               \
-                for (int64_t k = 0; k < n; k += QK8_0, blk += Q8_0_BLOCK_BYTES) {             \
+                for (int64_t g = 0; g < np; g++, blk += 2 * Q8_0_BLOCK_BYTES) {               \
                     _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0);               \
-                    __m512 d = _mm512_set1_ps(_cvtsh_ss(rd16(blk)));                         \
-                    __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)))); \
-                    __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 18)))); \
-                    __m512 s = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + k + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x + k))); \
-                    a = _mm512_fmadd_ps(d, s, a);                                             \
+                    Q8_STEP(a, q8_weights(blk, true), q8_scales(blk, true), x + g);           \
                 }                                                                             \
+                if (odd) Q8_STEP(a, q8_weights(blk, false), q8_scales(blk, false), x + np);  \
                 out[r] = _mm512_reduce_add_ps(a);                                             \
             }                                                                                 \
             break;                                                                            \
         }                                                                                     \
         __m512 acc[NR][NT];                                                                   \
-        UNROLL for (int r = 0; r < NR; r++)                                                          \
-            UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();                     \
-        for (int64_t k = 0; k < n; k += QK8_0) {                                              \
-            __m512 x0[NT], x1[NT];                                                            \
-            UNROLL for (int t = 0; t < NT; t++) {                                                    \
-                x0[t] = _mm512_loadu_ps(x + (size_t)t * ldx + k);                             \
-                x1[t] = _mm512_loadu_ps(x + (size_t)t * ldx + k + 16);                        \
-            }                                                                                 \
-            UNROLL for (int r = 0; r < NR; r++) {                                                    \
-                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)(k / QK8_0) * Q8_0_BLOCK_BYTES; \
-                _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0);                           \
-                __m512 d = _mm512_set1_ps(_cvtsh_ss(rd16(blk)));                             \
-                __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)))); \
-                __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 18)))); \
-                UNROLL for (int t = 0; t < NT; t++) {                                                \
-                    __m512 s = _mm512_fmadd_ps(q1, x1[t], _mm512_mul_ps(q0, x0[t]));          \
-                    acc[r][t] = _mm512_fmadd_ps(d, s, acc[r][t]);                             \
-                }                                                                             \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();              \
+        for (int64_t g = 0; g < np + odd; g++) {                                              \
+            const bool pair = g < np;                                                         \
+            UNROLL for (int r = 0; r < NR; r++) {                                             \
+                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)(2 * g) * Q8_0_BLOCK_BYTES; \
+                _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0);                   \
+                __m512i wq = pair ? q8_weights(blk, true) : q8_weights(blk, false);           \
+                __m512 dw = pair ? q8_scales(blk, true) : q8_scales(blk, false);              \
+                UNROLL for (int t = 0; t < NT; t++) Q8_STEP(acc[r][t], wq, dw, x + (size_t)t * ldx + g); \
             }                                                                                 \
         }                                                                                     \
-        UNROLL for (int r = 0; r < NR; r++)                                                          \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
             UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]); \
     } while (0)
 
-AVX512_TARGET static void dot_q8_0_avx512(const uint8_t *w, size_t row_bytes, int nr,
-                                          const float *x, size_t ldx, int nt, int64_t n,
-                                          float *out, size_t ldo) {
+#define AVX512_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+AVX512_VNNI_TARGET static void dot_q8_0_avx512(const uint8_t *w, size_t row_bytes, int nr,
+                                               const q8_group *x, size_t ldx, int nt, int64_t n,
+                                               float *out, size_t ldo) {
     TILE_SWITCH(AVX512_Q8_TILE, 0)
 }
 
@@ -1958,12 +2061,16 @@ AVX512_TARGET static void weighted_sum4_avx512(const float *v, size_t ldv, const
 }
 
 static const kernels kernels_avx512 = {
-    "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512},
+    "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx512,
+    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
+/* the first AVX-512 CPUs (Skylake-X) lack VNNI: their q8_0 tiles are AVX2's */
+static const kernels kernels_avx512_no_vnni = {
+    "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx2,
     gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
 #endif /* GPT2_X86 */
 
 /* What the CPU (and the OS, which must save the wider registers) supports, from cpuid. */
-enum { CPU_AVX2 = 1, CPU_AVX512 = 2 };
+enum { CPU_AVX2 = 1, CPU_AVX512 = 2, CPU_VNNI = 4 };
 
 static int cpu_level(void) {
 #ifdef GPT2_X86
@@ -1979,28 +2086,34 @@ static int cpu_level(void) {
     __cpuid_count(7, 0, a, b, c, d);
     bool avx2 = b >> 5 & 1, avx512f = b >> 16 & 1, avx512bw = b >> 30 & 1, avx512vl = b >> 31 & 1;
     if (!(ymm && avx2 && fma && f16c)) return 0;
-    if (zmm && avx512f && avx512bw && avx512vl) return CPU_AVX2 | CPU_AVX512;
+    bool vnni = c >> 11 & 1; /* AVX512_VNNI */
+    if (zmm && avx512f && avx512bw && avx512vl) return CPU_AVX2 | CPU_AVX512 | (vnni ? CPU_VNNI : 0);
     return CPU_AVX2;
 #else
     return 0;
 #endif
 }
 
-/* The best kernels this CPU runs. GPT2_KERNELS=scalar|avx2|avx512 forces a path (a path the
+/* The best kernels this CPU runs up to a level: 0 scalar, 1 avx2, 2 avx512 (a path the
    CPU lacks falls back to the next one down). */
-static const kernels *kernels_select(void) {
-    const char *force = getenv("GPT2_KERNELS");
-    int want = 2; /* 0 scalar, 1 avx2, 2 avx512 */
-    if (force && strcmp(force, "scalar") == 0) want = 0;
-    else if (force && strcmp(force, "avx2") == 0) want = 1;
+static const kernels *kernels_up_to(int want) {
 #ifdef GPT2_X86
     int level = cpu_level();
-    if (want >= 2 && (level & CPU_AVX512)) return &kernels_avx512;
+    if (want >= 2 && (level & CPU_AVX512))
+        return level & CPU_VNNI ? &kernels_avx512 : &kernels_avx512_no_vnni;
     if (want >= 1 && (level & CPU_AVX2)) return &kernels_avx2;
 #else
     (void)want;
 #endif
     return &kernels_scalar;
+}
+
+/* GPT2_KERNELS=scalar|avx2|avx512 forces a path; the best one otherwise */
+static const kernels *kernels_select(void) {
+    const char *force = getenv("GPT2_KERNELS");
+    if (force && strcmp(force, "scalar") == 0) return kernels_up_to(0);
+    if (force && strcmp(force, "avx2") == 0) return kernels_up_to(1);
+    return kernels_up_to(2);
 }
 
 /* One row of a matrix as floats (embedding lookups, and converting 1-D tensors). */
@@ -2054,15 +2167,18 @@ typedef enum {
 #ifndef MATMUL_X_BUDGET
 #define MATMUL_X_BUDGET (512 * 1024) /* bytes of activations kept in L2 per token chunk */
 #endif
-/* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo).
+/* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo); for q8_0
+   weights xq holds x quantized, (T, q8_groups(cols)).
    Tokens go in chunks whose activations fit in L2 (reused for every weight row); within a
    chunk, tiles of 4 weight rows x 4 tokens. */
 static void matmul_rows(const kernels *k, const matrix *w, const float *bias, const float *x,
-                        int T, float *out, int64_t ldo, int64_t r0, int64_t r1, epilogue e) {
+                        const q8_group *xq, int T, float *out, int64_t ldo, int64_t r0,
+                        int64_t r1, epilogue e) {
     dot_tile_fn dot = k->dot[wt_index(w->type)];
     const uint8_t *base = (const uint8_t *)w->data;
-    const size_t cols = (size_t)w->cols;
-    int chunk = (int)((MATMUL_X_BUDGET) / (cols * sizeof(float)));
+    const size_t cols = (size_t)w->cols, ldq = (size_t)q8_groups(w->cols);
+    size_t token_bytes = xq ? ldq * sizeof(q8_group) : cols * sizeof(float);
+    int chunk = (int)((MATMUL_X_BUDGET) / token_bytes);
     chunk = chunk < 4 ? 4 : chunk / 4 * 4;
     for (int t0 = 0; t0 < T; t0 += chunk) {
         int t1 = T - t0 < chunk ? T : t0 + chunk;
@@ -2071,13 +2187,13 @@ static void matmul_rows(const kernels *k, const matrix *w, const float *bias, co
             for (int t = t0; t < t1; t += 4) {
                 int nt = t1 - t < 4 ? t1 - t : 4;
                 const uint8_t *wr = base + (size_t)r * w->row_bytes;
-                if (e != EPI_ADD) { /* straight into the output; the bias follows below */
-                    dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols,
-                        out + (size_t)t * (size_t)ldo + r, (size_t)ldo);
-                    continue;
-                }
                 float d[16]; /* (nt, 4) */
-                dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols, d, 4);
+                /* plain and GELU outputs go straight into out (the bias follows below) */
+                float *dst = e != EPI_ADD ? out + (size_t)t * (size_t)ldo + r : d;
+                size_t ldd = e != EPI_ADD ? (size_t)ldo : 4;
+                if (xq) k->dot_q8(wr, w->row_bytes, nr, xq + (size_t)t * ldq, ldq, nt, w->cols, dst, ldd);
+                else dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols, dst, ldd);
+                if (e != EPI_ADD) continue;
                 for (int j = 0; j < nt; j++) {
                     float *o = out + (size_t)(t + j) * (size_t)ldo + r;
                     for (int i = 0; i < nr; i++) o[i] += d[j * 4 + i] + (bias ? bias[r + i] : 0.0f);
@@ -2241,6 +2357,7 @@ typedef struct {
     const kernels *k;
     const matrix *w;
     const float *bias, *x;
+    const q8_group *xq;
     int T;
     float *out;
     int64_t ldo;
@@ -2251,14 +2368,21 @@ static void matmul_worker(void *arg, int ith, int nth) {
     matmul_task *a = arg;
     int64_t lo, hi;
     split_range(a->w->rows, 4, ith, nth, &lo, &hi);
-    matmul_rows(a->k, a->w, a->bias, a->x, a->T, a->out, a->ldo, lo, hi, a->e);
+    matmul_rows(a->k, a->w, a->bias, a->x, a->xq, a->T, a->out, a->ldo, lo, hi, a->e);
 }
 
-/* out (T, rows) = epilogue(x (T, cols) @ w^T + bias), split by weight rows over the threads */
-static void matmul(pool *p, const kernels *k, const matrix *w, const float *bias, const float *x,
-                   int T, float *out, epilogue e) {
-    matmul_task a = {k, w, bias, x, T, out, w->rows, e};
-    pool_run(p, matmul_worker, &a);
+typedef struct {
+    const float *x;
+    int64_t n;
+    int T;
+    q8_group *xq;
+} quantize_task;
+
+static void quantize_worker(void *arg, int ith, int nth) {
+    quantize_task *a = arg;
+    int64_t lo, hi, ldq = q8_groups(a->n);
+    split_range(a->T, 1, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) quantize_q8_acts(a->x + t * a->n, a->n, a->xq + t * ldq);
 }
 
 /* ---- memory bandwidth probe (for benchmarks) --------------------------------------------- */
@@ -2389,6 +2513,7 @@ struct gpt2_context {
     float *qkv;             // (n_batch, 3C) queries | keys | values
     float *y;               // (n_batch, C)  attention output, heads concatenated
     float *h;               // (n_batch, F)  MLP hidden layer
+    q8_group *xq;           // (n_batch, q8_groups(F)) the input of a q8_0 matmul, quantized
     float *scores;          // (n_threads, 4, P) attention scores: 4 rows per thread
     float *emb;             // (2, C)        dequantized embedding rows
     row_view *views;        // (n_batch)
@@ -2439,7 +2564,7 @@ void gpt2_context_free(gpt2_context *c) {
     pool_free(c->pool);
     kv_free(&c->cache);
     kv_free(&c->arena);
-    free(c->x); free(c->xn); free(c->qkv); free(c->y); free(c->h); free(c->scores);
+    free(c->x); free(c->xn); free(c->qkv); free(c->y); free(c->h); free(c->xq); free(c->scores);
     free(c->emb); free(c->views); free(c->logits); free(c->work); free(c->order);
     free(c->seen); free(c->seq);
     free(c);
@@ -2465,6 +2590,8 @@ gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, 
     c->qkv = malloc(B * 3 * C * sizeof(float));
     c->y = malloc(B * C * sizeof(float));
     c->h = malloc(B * (size_t)m->n_ff * sizeof(float));
+    size_t ldq = (size_t)q8_groups(m->n_ff > cf->n_embd ? m->n_ff : cf->n_embd);
+    c->xq = aligned_alloc(64, B * ldq * sizeof(q8_group)); /* sizeof is 192: a multiple of 64 */
     c->scores = malloc((size_t)c->n_threads * 4 * (size_t)c->n_ctx * sizeof(float));
     c->emb = malloc(2 * C * sizeof(float));
     c->views = malloc(B * sizeof *c->views);
@@ -2475,7 +2602,7 @@ gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, 
     c->seen = calloc(V, 1);
     c->seq = malloc(((size_t)c->n_ctx + 1) * sizeof(int32_t));
     c->pool = pool_new(c->n_threads);
-    if (!c->x || !c->xn || !c->qkv || !c->y || !c->h || !c->scores || !c->emb || !c->views ||
+    if (!c->x || !c->xn || !c->qkv || !c->y || !c->h || !c->xq || !c->scores || !c->emb || !c->views ||
         !c->logits || !c->work || !c->order || !c->seen || !c->seq || !c->pool ||
         !kv_alloc(&c->cache, m, c->n_ctx)) {
         gpt2_context_free(c);
@@ -2490,6 +2617,20 @@ void gpt2_context_reset(gpt2_context *c) {
 }
 int32_t gpt2_context_length(const gpt2_context *c) { return c ? c->n_past : 0; }
 int32_t gpt2_context_size(const gpt2_context *c) { return c ? c->n_ctx : 0; }
+
+/* out (T, rows) = epilogue(x (T, cols) @ w^T + bias), split by weight rows over the threads.
+   For q8_0 weights x is first quantized into c->xq, (T, q8_groups(cols)). */
+static void matmul(gpt2_context *c, const matrix *w, const float *bias, const float *x, int T,
+                   float *out, epilogue e) {
+    matmul_task a = {c->m->k, w, bias, x, NULL, T, out, w->rows, e};
+    if (w->type == GPT2_TYPE_Q8_0) {
+        quantize_task q = {x, w->cols, T, c->xq};
+        if (T >= 8) pool_run(c->pool, quantize_worker, &q);
+        else quantize_worker(&q, 0, 1);
+        a.xq = c->xq;
+    }
+    pool_run(c->pool, matmul_worker, &a);
+}
 
 /* ---- attention ------------------------------------------------------------------------- */
 
@@ -2616,7 +2757,7 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
         const block_weights *b = &m->blocks[l];
         /* attention: ln1 -> q, k, v -> cache -> softmax(q k^T / sqrt(HS)) v -> projection */
         layernorm_rows(c, xn, x, b->ln1_w, b->ln1_b, 0, T);                         // (T, C)
-        matmul(c->pool, m->k, &b->qkv, b->qkv_b, xn, T, qkv, EPI_STORE);           // (T, 3C)
+        matmul(c, &b->qkv, b->qkv_b, xn, T, qkv, EPI_STORE);                        // (T, 3C)
         /* each token's keys and values (per head) go to its cache cell */
         for (int t = 0; t < T; t++) {
             const row_view *rv = &views[t];
@@ -2631,12 +2772,12 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
         }
         attn_task at = {c, l, T};
         pool_run(c->pool, attention_worker, &at);                                   // y (T, C)
-        matmul(c->pool, m->k, &b->attn_out, b->attn_out_b, y, T, x, EPI_ADD);      // x += (T, C)
+        matmul(c, &b->attn_out, b->attn_out_b, y, T, x, EPI_ADD);                   // x += (T, C)
 
         /* MLP: ln2 -> fc -> gelu -> proj */
         layernorm_rows(c, xn, x, b->ln2_w, b->ln2_b, 0, T);                         // (T, C)
-        matmul(c->pool, m->k, &b->fc, b->fc_b, xn, T, h, EPI_GELU);                // (T, F)
-        matmul(c->pool, m->k, &b->proj, b->proj_b, h, T, x, EPI_ADD);              // x += (T, C)
+        matmul(c, &b->fc, b->fc_b, xn, T, h, EPI_GELU);                             // (T, F)
+        matmul(c, &b->proj, b->proj_b, h, T, x, EPI_ADD);                           // x += (T, C)
     }
 
     /* final layernorm and the output matrix, only for the rows whose logits are wanted */
@@ -2644,8 +2785,7 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
     int first = lm == LOGITS_LAST ? T - 1 : 0;
     layernorm_rows(c, xn, x, m->lnf_w, m->lnf_b, first, T);                         // (T, C)
     if (logits)
-        matmul(c->pool, m->k, &m->lm_head, NULL, xn + (size_t)first * C, T - first, logits,
-               EPI_STORE);                                                          // (T, V)
+        matmul(c, &m->lm_head, NULL, xn + (size_t)first * C, T - first, logits, EPI_STORE); // (T, V)
 }
 
 /* Sets views for T rows that follow the main cache sequentially (the usual case). */
@@ -2727,8 +2867,7 @@ gpt2_status gpt2_perplexity(gpt2_context *c, const int32_t *ids, size_t n, int32
             for (int r0 = 0; r0 < T; r0 += LOGIT_ROWS) {
                 int nr = T - r0 < LOGIT_ROWS ? T - r0 : LOGIT_ROWS;
                 if (i + (size_t)(r0 + nr) < first) continue; /* no scored row in this group */
-                matmul(c->pool, m->k, &m->lm_head, NULL, c->xn + (size_t)r0 * C, nr, c->logits,
-                       EPI_STORE);                                           // (nr, V)
+                matmul(c, &m->lm_head, NULL, c->xn + (size_t)r0 * C, nr, c->logits, EPI_STORE); // (nr, V)
                 for (int r = 0; r < nr; r++) {
                     size_t a = i + (size_t)(r0 + r);
                     if (a + 1 < first) continue;

@@ -163,9 +163,8 @@ static void test_read_instead_of_mmap(void **state) {
 
 /* Appending tokens all at once, one by one, or in chunks gives the same bits; so does any
    thread count. */
-static void test_batching_and_threads_bit_identical(void **state) {
-    (void)state;
-    gpt2_model *m = load(FIXTURE_GGUF);
+static void check_bit_identical(const char *path) {
+    gpt2_model *m = load(path);
     size_t n;
     float *ref = prompt_logits(m, 1, 4, 1000, &n); /* p4: 100 tokens */
     assert_int_equal(n, 100);
@@ -178,6 +177,16 @@ static void test_batching_and_threads_bit_identical(void **state) {
     }
     free(ref);
     gpt2_free(m);
+}
+
+static void test_batching_and_threads_bit_identical(void **state) {
+    (void)state;
+    check_bit_identical(FIXTURE_GGUF);
+    /* q8_0 weights, whose matmuls quantize their activations first */
+    char err[256];
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/bits-q8_0.gguf", GPT2_TYPE_Q8_0,
+                                   err, sizeof err), GPT2_OK);
+    check_bit_identical("build/fixtures/bits-q8_0.gguf");
 }
 
 static void test_context_full_and_bad_ids(void **state) {
@@ -223,7 +232,7 @@ static void test_weight_types(void **state) {
     const struct { gpt2_type t; const char *path; double bound; int min_top1; } types[] = {
         {GPT2_TYPE_F16, "build/fixtures/q-f16.gguf", 1.2e-2, 150},   /* measured 4.1e-3, 153/153 */
         {GPT2_TYPE_BF16, "build/fixtures/q-bf16.gguf", 7.5e-2, 140}, /* measured 2.4e-2, 150/153 */
-        {GPT2_TYPE_Q8_0, "build/fixtures/q-q8_0.gguf", 0.22, 120},   /* measured 7.3e-2, 138/153 */
+        {GPT2_TYPE_Q8_0, "build/fixtures/q-q8_0.gguf", 0.22, 120},   /* measured 0.10, 135/153 */
     };
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         char err[256];
@@ -272,12 +281,27 @@ static void fill_row(uint8_t *dst, gpt2_type t, const float *v, int64_t n) {
     quantize_row(v, n, t, dst);
 }
 
+/* One tile through a path. q8_0 weights take their activations quantized, as matmul does. */
+static void run_tile(const kernels *k, size_t ti, const uint8_t *w, size_t row_bytes, int nr,
+                     const float *x, size_t ldx, int nt, int64_t n, float *out, size_t ldo) {
+    if (ti < WT_COUNT) {
+        k->dot[ti](w, row_bytes, nr, x, ldx, nt, n, out, ldo);
+        return;
+    }
+    size_t ldq = (size_t)q8_groups(n);
+    q8_group *q = aligned_alloc(64, (size_t)nt * ldq * sizeof *q);
+    assert_non_null(q);
+    for (int t = 0; t < nt; t++) quantize_q8_acts(x + (size_t)t * ldx, n, q + (size_t)t * ldq);
+    k->dot_q8(w, row_bytes, nr, q, ldq, nt, n, out, ldo);
+    free(q);
+}
+
 static void test_kernels_against_scalar(void **state) {
     (void)state;
     const kernels *paths[3] = {&kernels_scalar, NULL, NULL};
 #ifdef GPT2_X86
-    if (cpu_level() & CPU_AVX2) paths[1] = &kernels_avx2;
-    if (cpu_level() & CPU_AVX512) paths[2] = &kernels_avx512;
+    if (cpu_level() & CPU_AVX2) paths[1] = kernels_up_to(1);
+    if (cpu_level() & CPU_AVX512) paths[2] = kernels_up_to(2);
 #endif
     const gpt2_type types[] = {GPT2_TYPE_F32, GPT2_TYPE_F16, GPT2_TYPE_BF16, GPT2_TYPE_Q8_0};
     const int64_t sizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 777, 3072};
@@ -295,6 +319,8 @@ static void test_kernels_against_scalar(void **state) {
                 for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed);
                 fill_row(w + (size_t)r * row_bytes, types[ti], v, n);
             }
+            if (types[ti] == GPT2_TYPE_Q8_0) /* -128, which other writers may produce */
+                for (int64_t b = 0; b < n / 32; b += 3) w[(size_t)b * 34 + 2 + (size_t)b % 32] = 0x80;
             /* 4 activation rows, ldx apart */
             size_t ldx = (size_t)n + 3;
             float *xs = malloc(4 * ldx * sizeof *xs);
@@ -303,17 +329,17 @@ static void test_kernels_against_scalar(void **state) {
             float ref1[4][4]; /* [t][r]: each dot alone on the scalar path */
             for (int t = 0; t < 4; t++)
                 for (int r = 0; r < 4; r++)
-                    paths[0]->dot[ti](w + (size_t)r * row_bytes, row_bytes, 1, xs + (size_t)t * ldx, ldx, 1, n, &ref1[t][r], 1);
+                    run_tile(paths[0], ti, w + (size_t)r * row_bytes, row_bytes, 1, xs + (size_t)t * ldx, ldx, 1, n, &ref1[t][r], 1);
             for (int p = 0; p < 3; p++) {
                 if (!paths[p]) continue;
                 float one[4][4]; /* the same path, one dot at a time */
                 for (int t = 0; t < 4; t++)
                     for (int r = 0; r < 4; r++)
-                        paths[p]->dot[ti](w + (size_t)r * row_bytes, row_bytes, 1, xs + (size_t)t * ldx, ldx, 1, n, &one[t][r], 1);
+                        run_tile(paths[p], ti, w + (size_t)r * row_bytes, row_bytes, 1, xs + (size_t)t * ldx, ldx, 1, n, &one[t][r], 1);
                 for (int nr = 1; nr <= 4; nr++)
                     for (int nt = 1; nt <= 4; nt++) {
                         float got[4][5];
-                        paths[p]->dot[ti](w, row_bytes, nr, xs, ldx, nt, n, &got[0][0], 5);
+                        run_tile(paths[p], ti, w, row_bytes, nr, xs, ldx, nt, n, &got[0][0], 5);
                         for (int t = 0; t < nt; t++)
                             for (int r = 0; r < nr; r++) {
                                 /* bit for bit the same as the dot alone: tiling never changes a result */
@@ -334,8 +360,55 @@ static void test_kernels_against_scalar(void **state) {
             free(v);
         }
     }
-    fprintf(stderr, "  %d tiles compared (avx2 %s, avx512 %s)\n", compared,
-            paths[1] ? "yes" : "no", paths[2] ? "yes" : "no");
+    fprintf(stderr, "  %d tiles compared (avx2 %s, avx512 %s%s)\n", compared,
+            paths[1] ? "yes" : "no", paths[2] ? "yes" : "no",
+            paths[2] && paths[2]->dot_q8 == dot_q8_0_avx512 ? ", with VNNI" : "");
+}
+
+/* q8_0 activations: blocks of 32 with d = max|x| / 127, q rounded half to even, the lane
+   scales and corrections the kernels expect, a zero lone block B, and no trouble with
+   non-finite input */
+static void test_q8_activations(void **state) {
+    (void)state;
+    float x[96];
+    for (int i = 0; i < 96; i++) x[i] = (float)(i % 7) - 3.0f;
+    x[0] = 127.0f;                    /* block 0: d = 1, so q = round(x) */
+    x[1] = 0.5f; x[2] = 1.5f; x[3] = 2.5f; x[4] = -2.5f; x[5] = 126.5f; x[6] = -127.0f;
+    for (int i = 32; i < 64; i++) x[i] = 0.0f;  /* block 1: all zero */
+    x[64] = -254.0f;                  /* block 2: d = 2 */
+    x[65] = 3.0f;                     /* 1.5 -> 2 */
+    x[66] = 5.0f;                     /* 2.5 -> 2 */
+    q8_group g[2];
+    memset(g, 0x55, sizeof g);
+    quantize_q8_acts(x, 96, g);
+    const int8_t want0[7] = {127, 0, 2, 2, -2, 126, -127};
+    for (int i = 0; i < 7; i++) assert_int_equal(g[0].q[i], want0[i]);
+    for (int i = 7; i < 32; i++) assert_int_equal(g[0].q[i], (int)x[i]);
+    for (int i = 32; i < 64; i++) assert_int_equal(g[0].q[i], 0);
+    assert_int_equal(g[1].q[0], -127);
+    assert_int_equal(g[1].q[1], 2);
+    assert_int_equal(g[1].q[2], 2);
+    for (int j = 0; j < 16; j++) {
+        assert_true(g[0].d[j] == (j < 8 ? 1.0f : 0.0f));
+        assert_true(g[1].d[j] == (j < 8 ? 2.0f : 0.0f)); /* the lone block's B is empty */
+        for (int k = 0; k < 2; k++) {
+            int sum = 0;
+            for (int i = 0; i < 4; i++) sum += g[k].q[4 * j + i];
+            assert_int_equal(g[k].corr[j], -128 * sum);
+        }
+    }
+    for (int i = 32; i < 64; i++) assert_int_equal(g[1].q[i], 0);
+    /* every value within half a step of the original */
+    uint64_t seed = 3;
+    float y[64];
+    for (int i = 0; i < 64; i++) y[i] = gb_randf(&seed) * 9.0f;
+    quantize_q8_acts(y, 64, g);
+    for (int i = 0; i < 64; i++)
+        assert_true(fabsf(g[0].d[i / 32 * 8] * g[0].q[i] - y[i]) <= g[0].d[i / 32 * 8] * 0.5f * 1.0001f);
+    /* NaN and infinities give numbers, not undefined behaviour */
+    y[0] = NAN; y[40] = INFINITY; y[41] = -INFINITY;
+    quantize_q8_acts(y, 64, g);
+    for (int i = 0; i < 64; i++) assert_true(g[0].q[i] >= -127 && g[0].q[i] <= 127);
 }
 
 /* GELU, softmax exponentials and attention's weighted sum: SIMD against scalar */
@@ -343,8 +416,8 @@ static void test_vector_math_against_scalar(void **state) {
     (void)state;
     const kernels *paths[2] = {NULL, NULL};
 #ifdef GPT2_X86
-    if (cpu_level() & CPU_AVX2) paths[0] = &kernels_avx2;
-    if (cpu_level() & CPU_AVX512) paths[1] = &kernels_avx512;
+    if (cpu_level() & CPU_AVX2) paths[0] = kernels_up_to(1);
+    if (cpu_level() & CPU_AVX512) paths[1] = kernels_up_to(2);
 #endif
     const int64_t sizes[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 1023};
     uint64_t seed = 5;
@@ -464,6 +537,7 @@ int main(void) {
         cmocka_unit_test(test_context_full_and_bad_ids),
         cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_kernels_against_scalar),
+        cmocka_unit_test(test_q8_activations),
         cmocka_unit_test(test_vector_math_against_scalar),
         cmocka_unit_test(test_half_conversions),
         cmocka_unit_test(test_perplexity),

@@ -365,6 +365,46 @@ static void test_kernels_against_scalar(void **state) {
             paths[2] && paths[2]->dot_q8 == dot_q8_0_avx512 ? ", with VNNI" : "");
 }
 
+/* f32 rows off a cache line take the two-halves loads: the same bits as rows on one */
+static void test_f32_rows_off_cache_lines(void **state) {
+    (void)state;
+#ifdef GPT2_X86
+    if (!(cpu_level() & CPU_AVX512)) {
+        fprintf(stderr, "  no AVX-512 on this CPU: only the scalar and AVX2 paths exist\n");
+        return;
+    }
+    const int64_t n = 777;
+    const size_t row_bytes = 3200; /* 777 floats and padding, a multiple of 64 */
+    uint8_t *rows = malloc(4 * row_bytes), *buf = aligned_alloc(64, 4 * row_bytes + 64);
+    float *x = aligned_alloc(64, 4 * 784 * sizeof(float));
+    uint64_t seed = 17;
+    for (size_t i = 0; i < 4 * 784; i++) x[i] = gb_randf(&seed);
+    for (size_t i = 0; i < 4 * row_bytes / 4; i++) {
+        float v = gb_randf(&seed);
+        memcpy(rows + 4 * i, &v, 4);
+    }
+    for (int nr = 1; nr <= 4; nr++)
+        for (int nt = 1; nt <= 4; nt++) {
+            float a[16], b[16], c[16];
+            memcpy(buf, rows, 4 * row_bytes);      /* rows on cache lines */
+            dot_f32_avx512(buf, row_bytes, nr, x, 784, nt, n, a, 4);
+            dot_f32_halves_avx512(buf, row_bytes, nr, x, 784, nt, n, b, 4);
+            memcpy(buf + 32, rows, 4 * row_bytes); /* rows at 32 mod 64, as in GGUF files */
+            dot_f32_avx512(buf + 32, row_bytes, nr, x, 784, nt, n, c, 4);
+            for (int t = 0; t < nt; t++)
+                for (int r = 0; r < nr; r++) {
+                    assert_memory_equal(&a[t * 4 + r], &b[t * 4 + r], sizeof(float));
+                    assert_memory_equal(&a[t * 4 + r], &c[t * 4 + r], sizeof(float));
+                }
+        }
+    free(rows);
+    free(buf);
+    free(x);
+#else
+    fprintf(stderr, "  not an x86 build: no AVX-512 path\n");
+#endif
+}
+
 /* q8_0 activations: blocks of 32 with d = max|x| / 127, q rounded half to even, the lane
    scales and corrections the kernels expect, a zero lone block B, and no trouble with
    non-finite input */
@@ -538,6 +578,7 @@ int main(void) {
         cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_kernels_against_scalar),
         cmocka_unit_test(test_q8_activations),
+        cmocka_unit_test(test_f32_rows_off_cache_lines),
         cmocka_unit_test(test_vector_math_against_scalar),
         cmocka_unit_test(test_half_conversions),
         cmocka_unit_test(test_perplexity),

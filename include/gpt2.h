@@ -99,6 +99,8 @@ typedef struct gpt2_model_info {
     uint64_t    file_bytes;      /* size of the model file */
     int         mapped;          /* 1 if the file is memory-mapped, 0 if it was read */
     const char *name;            /* general.name, or "" (valid while the model lives) */
+    const char *kernels;         /* the SIMD path in use: "avx512-vnni", "avx512", "avx2" or
+                                    "scalar" (GPT2_KERNELS=scalar|avx2|avx512 caps it) */
 } gpt2_model_info;
 gpt2_model_info gpt2_get_model_info(const gpt2_model *m);
 

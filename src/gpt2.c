@@ -541,6 +541,7 @@ struct gpt2_model {
 static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len);
 static void tokenizer_free(tokenizer *t);
 static const kernels *kernels_select(void);
+static const char *kernels_name(const kernels *k);
 
 /* Reads the whole file into memory (when mmap is unavailable or fails). */
 static gpt2_status read_whole_file(FILE *f, uint64_t size, uint8_t **out, const char *path,
@@ -805,7 +806,7 @@ gpt2_config gpt2_get_config(const gpt2_model *m) {
 gpt2_model_info gpt2_get_model_info(const gpt2_model *m) {
     gpt2_model_info i;
     memset(&i, 0, sizeof i);
-    i.name = "";
+    i.name = i.kernels = "";
     if (!m) return i;
     i.config = m->cfg;
     i.n_ff = m->n_ff;
@@ -816,6 +817,7 @@ gpt2_model_info gpt2_get_model_info(const gpt2_model *m) {
     i.file_bytes = m->file_size;
     i.mapped = m->map != NULL;
     i.name = m->name;
+    i.kernels = kernels_name(m->k);
     return i;
 }
 
@@ -2083,7 +2085,7 @@ AVX512_TARGET static void weighted_sum4_avx512(const float *v, size_t ldv, const
 }
 
 static const kernels kernels_avx512 = {
-    "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx512,
+    "avx512-vnni", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx512,
     gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
 /* the first AVX-512 CPUs (Skylake-X) lack VNNI: their q8_0 tiles are AVX2's */
 static const kernels kernels_avx512_no_vnni = {
@@ -2129,6 +2131,8 @@ static const kernels *kernels_up_to(int want) {
 #endif
     return &kernels_scalar;
 }
+
+static const char *kernels_name(const kernels *k) { return k->name; }
 
 /* GPT2_KERNELS=scalar|avx2|avx512 forces a path; the best one otherwise */
 static const kernels *kernels_select(void) {

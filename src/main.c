@@ -709,7 +709,7 @@ static int cmd_bench(args *a) {
     double pp_med = pp[reps / 2], tg_med = tg[reps / 2];
     printf("model      %s (%s, %.1fM params, %.1f MB)\n", model, gpt2_type_name(in.matrix_type),
            (double)in.n_params / 1e6, (double)in.file_bytes / 1e6);
-    printf("threads    %d\n", cp.n_threads);
+    printf("threads    %d (%s kernels)\n", cp.n_threads, in.kernels);
     printf("load       %.2f ms (%s)\n", load_s * 1e3, in.mapped ? "mmap" : "read");
     if (n_prompt) printf("pp%-7d  %.1f tokens/s\n", n_prompt, pp_med);
     if (n_gen) {

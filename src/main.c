@@ -645,8 +645,9 @@ static int cmd_bench(args *a) {
             printf("usage: gpt2 bench [-m MODEL] [-p N] [-n N] [-t N] [-r REPS] [--roofline]\n"
                    "       gpt2 bench --tokenizer [-m MODEL] [-f FILE]\n\n"
                    "Measures prompt processing (N prompt tokens in one call) and generation\n"
-                   "(N tokens one at a time) and prints the medians over REPS runs, with the\n"
-                   "weight bytes read per generated token and the bandwidth that implies.\n"
+                   "(N tokens one at a time) and prints the medians and ranges over REPS runs\n"
+                   "(after one untimed warm-up), with the weight bytes read per generated token\n"
+                   "and the bandwidth that implies.\n"
                    "--roofline also measures the machine's read bandwidth with the same threads\n"
                    "and prints the fraction of it that generation reaches. --tokenizer measures\n"
                    "tokenizer throughput instead (on built-in texts, and FILE if given).\n");
@@ -685,6 +686,10 @@ static int cmd_bench(args *a) {
     float *logits = malloc((size_t)in.config.n_vocab * sizeof *logits);
     double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg);
     if (!logits || !pp || !tg) die(1, "out of memory");
+    /* a warm-up, not timed, as llama-bench does: the first touch of every mapped page and
+       buffer is slow */
+    if (gpt2_eval(c, ids, n_prompt > 1 ? (size_t)n_prompt : 1, NULL)) die(1, "eval failed");
+    gpt2_context_reset(c);
     for (int r = 0; r < reps; r++) {
         if (n_prompt) {
             gpt2_context_reset(c);
@@ -711,9 +716,16 @@ static int cmd_bench(args *a) {
            (double)in.n_params / 1e6, (double)in.file_bytes / 1e6);
     printf("threads    %d (%s kernels)\n", cp.n_threads, in.kernels);
     printf("load       %.2f ms (%s)\n", load_s * 1e3, in.mapped ? "mmap" : "read");
-    if (n_prompt) printf("pp%-7d  %.1f tokens/s\n", n_prompt, pp_med);
+    /* the median, and the range when there are several runs (shared machines are noisy) */
+    if (n_prompt) {
+        printf("pp%-7d  %.1f tokens/s", n_prompt, pp_med);
+        if (reps > 1) printf("  (median of %d, range %.1f-%.1f)", reps, pp[0], pp[reps - 1]);
+        printf("\n");
+    }
     if (n_gen) {
-        printf("tg%-7d  %.1f tokens/s\n", n_gen, tg_med);
+        printf("tg%-7d  %.1f tokens/s", n_gen, tg_med);
+        if (reps > 1) printf("  (median of %d, range %.1f-%.1f)", reps, tg[0], tg[reps - 1]);
+        printf("\n");
         printf("bytes/tok  %.1f MB of weights\n", (double)in.weight_bytes / 1e6);
         printf("achieved   %.2f GB/s\n", tg_med * (double)in.weight_bytes / 1e9);
         if (roofline) {

@@ -196,6 +196,10 @@ static void test_perplexity_and_quantize(void **state) {
     assert_int_equal(run("-m build/tests/cli-q8.gguf -p 'Hello' -n 4 --greedy"), 0);
     assert_int_equal(run("bench " M " -p 8 -n 4 -r 1"), 0);
     assert_non_null(strstr(out_text, "tokens/s"));
+    assert_null(strstr(out_text, "range")); /* one run: no range */
+    assert_int_equal(run("bench -m build/tests/cli-q8.gguf -p 8 -n 4 -r 3 -t 2"), 0);
+    assert_non_null(strstr(out_text, "(median of 3, range "));
+    assert_non_null(strstr(out_text, " kernels)"));
     remove("build/tests/cli-q8.gguf");
 }
 

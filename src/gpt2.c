@@ -1454,8 +1454,10 @@ DEFINE_DOT_SCALAR(dot_bf16_scalar, wval_bf16)
  * products is then exact in int32, and SIMD multiplies 4 int8 pairs per 32-bit lane in one
  * instruction (VNNI's vpdpbusd) instead of converting every weight to float first. Then
  *     dot = sum over blocks b of (d_w[b] * d_x[b]) * sum_i q_w[i] q_x[i].
- * Quantizing x adds an error of about 1/254 of each block's largest value, far below
- * q8_0's own error in the weights (the tests bound both together against Hugging Face).
+ * Quantizing x rounds each number by up to 1/254 of its block's largest one: the same order
+ * as q8_0's rounding of the weights. On the test fixture the largest logit difference from
+ * Hugging Face went from 0.076 to 0.10 (the tests bound it by 0.22); decode became 1.2x and
+ * prompt processing 1.4x faster.
  *
  * The activations are laid out for the kernels, in groups of 64 numbers (two blocks A, B):
  *   q[64]      the int8 numbers of A then B

@@ -139,6 +139,30 @@ static void test_golden_logits_every_path(void **state) {
         assert_int_equal(r.top1_same, r.positions);
         gpt2_free(m);
     }
+    /* q8_0: every path quantizes the activations identically and sums integers exactly, so
+       the paths differ only in the order of the float sums of blocks */
+    char err[256];
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/paths-q8_0.gguf", GPT2_TYPE_Q8_0,
+                                   err, sizeof err), GPT2_OK);
+    float *ref = NULL;
+    for (int i = 0; i < 3; i++) {
+        setenv("GPT2_KERNELS", paths[i], 1);
+        gpt2_model *m = load("build/fixtures/paths-q8_0.gguf");
+        size_t n;
+        float *lg = prompt_logits(m, 2, 4, 1000, &n);
+        if (!ref) {
+            ref = lg;
+            gpt2_free(m);
+            continue;
+        }
+        double d = 0;
+        for (size_t j = 0; j < n * V; j++) d = fmax(d, fabs((double)lg[j] - ref[j]));
+        fprintf(stderr, "  q8_0 path %s: max |logit - scalar's| = %.3g\n", m->k->name, d);
+        assert_true(d < 1e-3);
+        free(lg);
+        gpt2_free(m);
+    }
+    free(ref);
     unsetenv("GPT2_KERNELS");
 }
 

@@ -1391,6 +1391,7 @@ struct kernels {
     const char *name;
     dot_tile_fn dot[WT_COUNT];
     dot_q8_tile_fn dot_q8;
+    void (*quantize_q8)(const float *x, int64_t n, q8_group *g); /* activations for dot_q8 */
     void (*gelu)(float *x, int64_t n);                       /* in place */
     float (*exp_sum)(float *x, int64_t n, float max);        /* x = exp(x - max); the sum */
     void (*weighted_sum)(const float *v, size_t ldv, const float *p, int64_t n, int64_t hs,
@@ -1477,8 +1478,9 @@ struct q8_group {
 
 static int64_t q8_groups(int64_t n) { return (n + Q8_GROUP - 1) / Q8_GROUP; }
 
-/* x (n floats, n a multiple of 32) -> q8_group[q8_groups(n)] */
-static void quantize_q8_acts(const float *x, int64_t n, q8_group *g) {
+/* x (n floats, n a multiple of 32) -> q8_group[q8_groups(n)]. The scalar reference; the SIMD
+   versions produce the same bytes. */
+static void quantize_q8_scalar(const float *x, int64_t n, q8_group *g) {
     for (int64_t b = 0; b < q8_groups(n) * 2; b++) {
         q8_group *gr = g + b / 2;
         int half = (int)(b % 2);
@@ -1562,7 +1564,7 @@ static void weighted_sum_scalar(const float *v, size_t ldv, const float *p, int6
 DEFINE_WEIGHTED_SUM4(weighted_sum4_scalar, weighted_sum_scalar)
 
 static const kernels kernels_scalar = {
-    "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar}, dot_q8_0_scalar,
+    "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar}, dot_q8_0_scalar, quantize_q8_scalar,
     gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar};
 
 #ifdef GPT2_X86
@@ -1793,7 +1795,7 @@ AVX2_TARGET static void weighted_sum_avx2(const float *v, size_t ldv, const floa
 DEFINE_WEIGHTED_SUM4(weighted_sum4_avx2, weighted_sum_avx2)
 
 static const kernels kernels_avx2 = {
-    "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2,
+    "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2, quantize_q8_scalar,
     gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2};
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */
@@ -1968,6 +1970,38 @@ AVX512_VNNI_TARGET static void dot_q8_0_avx512(const uint8_t *w, size_t row_byte
     TILE_SWITCH(AVX512_Q8_TILE, 0)
 }
 
+/* quantize_q8_scalar with vectors, byte for byte: max|x| ignores NaN the same way (vmaxps
+   returns its second operand when the first is NaN), the clamp sends NaN to 127 as the
+   scalar comparisons do, and vcvtps2dq rounds half to even as the 1.5 * 2^23 trick does. */
+AVX512_TARGET static void quantize_q8_avx512(const float *x, int64_t n, q8_group *g) {
+    for (int64_t b = 0; b < q8_groups(n) * 2; b++) {
+        q8_group *gr = g + b / 2;
+        int half = (int)(b % 2);
+        int8_t *q = gr->q + 32 * half;
+        float d = 0.0f;
+        if (b * QK8_0 < n) {
+            __m512 v0 = _mm512_loadu_ps(x + b * QK8_0), v1 = _mm512_loadu_ps(x + b * QK8_0 + 16);
+            __m512 a = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps());
+            a = _mm512_max_ps(_mm512_abs_ps(v1), a);
+            float amax = _mm512_reduce_max_ps(a);
+            d = amax / 127.0f;
+            __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+            __m512 hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+            __m512 r0 = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v0, id), hi), lo);
+            __m512 r1 = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v1, id), hi), lo);
+            _mm_storeu_si128((__m128i *)(void *)q, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r0)));
+            _mm_storeu_si128((__m128i *)(void *)(q + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r1)));
+        } else {
+            memset(q, 0, QK8_0);
+        }
+        /* lane sums of 4 q's: maddubs with ones (pairs), then madd with ones (pairs of pairs) */
+        __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)q);
+        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qv), _mm256_set1_epi16(1));
+        _mm256_storeu_si256((__m256i *)(void *)(gr->corr + 8 * half), _mm256_mullo_epi32(s4, _mm256_set1_epi32(-128)));
+        _mm256_storeu_ps(gr->d + 8 * half, _mm256_set1_ps(d));
+    }
+}
+
 /* exp(x) for 16 floats: x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial of
    degree 6 (relative error < 2e-7), times 2^n. Inputs are clamped to +-88.37 (exp = 0 or
    FLT_MAX territory), which GELU and softmax tolerate. */
@@ -2086,11 +2120,11 @@ AVX512_TARGET static void weighted_sum4_avx512(const float *v, size_t ldv, const
 }
 
 static const kernels kernels_avx512 = {
-    "avx512-vnni", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx512,
+    "avx512-vnni", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx512, quantize_q8_avx512,
     gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
 /* the first AVX-512 CPUs (Skylake-X) lack VNNI: their q8_0 tiles are AVX2's */
 static const kernels kernels_avx512_no_vnni = {
-    "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx2,
+    "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx2, quantize_q8_avx512,
     gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
 #endif /* GPT2_X86 */
 
@@ -2405,6 +2439,7 @@ static void matmul_worker(void *arg, int ith, int nth) {
 }
 
 typedef struct {
+    const kernels *k;
     const float *x;
     int64_t n;
     int T;
@@ -2415,7 +2450,7 @@ static void quantize_worker(void *arg, int ith, int nth) {
     quantize_task *a = arg;
     int64_t lo, hi, ldq = q8_groups(a->n);
     split_range(a->T, 1, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) quantize_q8_acts(a->x + t * a->n, a->n, a->xq + t * ldq);
+    for (int64_t t = lo; t < hi; t++) a->k->quantize_q8(a->x + t * a->n, a->n, a->xq + t * ldq);
 }
 
 /* ---- memory bandwidth probe (for benchmarks) --------------------------------------------- */
@@ -2666,7 +2701,7 @@ static void matmul(gpt2_context *c, const matrix *w, const float *bias, const fl
                    float *out, epilogue e) {
     matmul_task a = {c->m->k, w, bias, x, NULL, T, out, w->rows, e};
     if (w->type == GPT2_TYPE_Q8_0) {
-        quantize_task q = {x, w->cols, T, c->xq};
+        quantize_task q = {c->m->k, x, w->cols, T, c->xq};
         if (T >= 8) pool_run(c->pool, quantize_worker, &q);
         else quantize_worker(&q, 0, 1);
         a.xq = c->xq;

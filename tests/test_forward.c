@@ -315,7 +315,7 @@ static void run_tile(const kernels *k, size_t ti, const uint8_t *w, size_t row_b
     size_t ldq = (size_t)q8_groups(n);
     q8_group *q = aligned_alloc(64, (size_t)nt * ldq * sizeof *q);
     assert_non_null(q);
-    for (int t = 0; t < nt; t++) quantize_q8_acts(x + (size_t)t * ldx, n, q + (size_t)t * ldq);
+    for (int t = 0; t < nt; t++) k->quantize_q8(x + (size_t)t * ldx, n, q + (size_t)t * ldq);
     k->dot_q8(w, row_bytes, nr, q, ldq, nt, n, out, ldo);
     free(q);
 }
@@ -444,7 +444,7 @@ static void test_q8_activations(void **state) {
     x[66] = 5.0f;                     /* 2.5 -> 2 */
     q8_group g[2];
     memset(g, 0x55, sizeof g);
-    quantize_q8_acts(x, 96, g);
+    quantize_q8_scalar(x, 96, g);
     const int8_t want0[7] = {127, 0, 2, 2, -2, 126, -127};
     for (int i = 0; i < 7; i++) assert_int_equal(g[0].q[i], want0[i]);
     for (int i = 7; i < 32; i++) assert_int_equal(g[0].q[i], (int)x[i]);
@@ -466,13 +466,46 @@ static void test_q8_activations(void **state) {
     uint64_t seed = 3;
     float y[64];
     for (int i = 0; i < 64; i++) y[i] = gb_randf(&seed) * 9.0f;
-    quantize_q8_acts(y, 64, g);
+    quantize_q8_scalar(y, 64, g);
     for (int i = 0; i < 64; i++)
         assert_true(fabsf(g[0].d[i / 32 * 8] * g[0].q[i] - y[i]) <= g[0].d[i / 32 * 8] * 0.5f * 1.0001f);
     /* NaN and infinities give numbers, not undefined behaviour */
     y[0] = NAN; y[40] = INFINITY; y[41] = -INFINITY;
-    quantize_q8_acts(y, 64, g);
+    quantize_q8_scalar(y, 64, g);
     for (int i = 0; i < 64; i++) assert_true(g[0].q[i] >= -127 && g[0].q[i] <= 127);
+    /* the SIMD versions give the same bytes: random rows of odd and even block counts, exact
+       halves (ties), zero blocks, NaN and infinities */
+    const kernels *paths[2] = {NULL, NULL};
+#ifdef GPT2_X86
+    if (cpu_level() & CPU_AVX2) paths[0] = kernels_up_to(1);
+    if (cpu_level() & CPU_AVX512) paths[1] = kernels_up_to(2);
+#endif
+    int compared = 0;
+    for (int p = 0; p < 2; p++) {
+        if (!paths[p]) continue;
+        for (int64_t n = 32; n <= 320; n += 32) {
+            float *v = malloc((size_t)n * sizeof *v);
+            size_t ng = (size_t)q8_groups(n);
+            q8_group *a = malloc(ng * sizeof *a), *b = malloc(ng * sizeof *b);
+            for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * (float)(1 + i % 5);
+            if (n >= 96) {
+                for (int i = 32; i < 64; i++) v[i] = 0.0f;                    /* a zero block */
+                v[64] = 127.0f;                                               /* ties: d = 1 */
+                for (int i = 65; i < 96; i++) v[i] = (float)(i - 80) + 0.5f;
+            }
+            if (n >= 160) { v[100] = NAN; v[130] = INFINITY; v[131] = -INFINITY; v[150] = -0.0f; }
+            memset(a, 0x11, ng * sizeof *a);
+            memset(b, 0x22, ng * sizeof *b);
+            quantize_q8_scalar(v, n, a);
+            paths[p]->quantize_q8(v, n, b);
+            assert_memory_equal(a, b, ng * sizeof *a);
+            compared++;
+            free(v);
+            free(a);
+            free(b);
+        }
+    }
+    fprintf(stderr, "  %d quantized rows compared with the scalar reference\n", compared);
 }
 
 /* GELU, softmax exponentials and attention's weighted sum: SIMD against scalar */

@@ -1640,27 +1640,30 @@ AVX2_TARGET static ALWAYS_INLINE __m256 load8_bf16(const uint8_t *p) {
             UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = hsum256(acc[r][t]);       \
     } while (0)
 
+/* AVX2's dispatcher: pairs of tokens, then the row count (8 tiles of up to 4 x 2) */
+#define AVX2_TILE_SWITCH(TILE, ...)                                                            \
+    for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {                        \
+        if (nt - t0 < 2) {                                                                    \
+            switch (nr) {                                                                     \
+            case 1: TILE(__VA_ARGS__, 1, 1); break;                                           \
+            case 2: TILE(__VA_ARGS__, 2, 1); break;                                           \
+            case 3: TILE(__VA_ARGS__, 3, 1); break;                                           \
+            default: TILE(__VA_ARGS__, 4, 1); break;                                          \
+            }                                                                                 \
+        } else {                                                                              \
+            switch (nr) {                                                                     \
+            case 1: TILE(__VA_ARGS__, 1, 2); break;                                           \
+            case 2: TILE(__VA_ARGS__, 2, 2); break;                                           \
+            case 3: TILE(__VA_ARGS__, 3, 2); break;                                           \
+            default: TILE(__VA_ARGS__, 4, 2); break;                                          \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
 #define DEFINE_DOT_AVX2(NAME, LOAD, ESIZE)                                                     \
     AVX2_TARGET static void NAME(const uint8_t *w, size_t row_bytes, int nr, const float *x,  \
                                  size_t ldx, int nt, int64_t n, float *out, size_t ldo) {     \
-        for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {                    \
-            int nt2 = nt - t0 < 2 ? 1 : 2;                                                    \
-            if (nt2 == 1) {                                                                   \
-                switch (nr) {                                                                 \
-                case 1: AVX2_TILE(LOAD, ESIZE, 1, 1); break;                                  \
-                case 2: AVX2_TILE(LOAD, ESIZE, 2, 1); break;                                  \
-                case 3: AVX2_TILE(LOAD, ESIZE, 3, 1); break;                                  \
-                default: AVX2_TILE(LOAD, ESIZE, 4, 1); break;                                 \
-                }                                                                             \
-            } else {                                                                          \
-                switch (nr) {                                                                 \
-                case 1: AVX2_TILE(LOAD, ESIZE, 1, 2); break;                                  \
-                case 2: AVX2_TILE(LOAD, ESIZE, 2, 2); break;                                  \
-                case 3: AVX2_TILE(LOAD, ESIZE, 3, 2); break;                                  \
-                default: AVX2_TILE(LOAD, ESIZE, 4, 2); break;                                 \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
+        AVX2_TILE_SWITCH(AVX2_TILE, LOAD, ESIZE)                                              \
     }
 
 DEFINE_DOT_AVX2(dot_f32_avx2, load8_f32, 4)
@@ -1670,7 +1673,7 @@ DEFINE_DOT_AVX2(dot_bf16_avx2, load8_bf16, 2)
 /* q8_0 x q8_0 activations: per block, 8 lanes of 4 int8 products each. vpmaddubsw multiplies
    unsigned by signed bytes, so |q_w| meets q_x with q_w's sign (sign_epi8); pairs of
    products stay within int16 (128 * 127 * 2 < 2^15), and vpmaddwd adds them up to int32. */
-#define AVX2_Q8_TILE(NR, NT)                                                                   \
+#define AVX2_Q8_TILE(UNUSED, NR, NT)                                                           \
     do {                                                                                      \
         __m256 acc[NR][NT];                                                                   \
         UNROLL for (int r = 0; r < NR; r++)                                                   \
@@ -1700,23 +1703,7 @@ DEFINE_DOT_AVX2(dot_bf16_avx2, load8_bf16, 2)
 AVX2_TARGET static void dot_q8_0_avx2(const uint8_t *w, size_t row_bytes, int nr,
                                       const q8_group *x, size_t ldx, int nt, int64_t n,
                                       float *out, size_t ldo) {
-    for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {
-        if (nt - t0 < 2) {
-            switch (nr) {
-            case 1: AVX2_Q8_TILE(1, 1); break;
-            case 2: AVX2_Q8_TILE(2, 1); break;
-            case 3: AVX2_Q8_TILE(3, 1); break;
-            default: AVX2_Q8_TILE(4, 1); break;
-            }
-        } else {
-            switch (nr) {
-            case 1: AVX2_Q8_TILE(1, 2); break;
-            case 2: AVX2_Q8_TILE(2, 2); break;
-            case 3: AVX2_Q8_TILE(3, 2); break;
-            default: AVX2_Q8_TILE(4, 2); break;
-            }
-        }
-    }
+    AVX2_TILE_SWITCH(AVX2_Q8_TILE, 0)
 }
 
 /* exp(x) for 8 floats, as exp16 below; 2^n is built in the exponent bits */

@@ -1530,6 +1530,9 @@ static void dot_q8_0_scalar(const uint8_t *w, size_t row_bytes, int nr, const q8
         }
 }
 
+/* GPT-2's GELU ("gelu_new"), 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): its constants */
+#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
+#define GELU_CUBIC 0.044715f
 static float gelu(float x);
 /* ---- vector math: GELU, softmax exponentials, attention's weighted sum ------------------- */
 
@@ -1729,18 +1732,28 @@ AVX2_TARGET static ALWAYS_INLINE __m256 exp8(__m256 x) {
     return _mm256_and_ps(live, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
 }
 
-AVX2_TARGET static void gelu_avx2(float *x, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256 u = _mm256_mul_ps(_mm256_set1_ps(-2.0f * 0.7978845608028654f),
-                                 _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v),
-                                                 _mm256_mul_ps(v, v), v));
-        _mm256_storeu_ps(x + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(u))));
-    }
-    for (; i < n; i++) x[i] = gelu(x[i]);
+AVX2_TARGET static ALWAYS_INLINE __m256 gelu8(__m256 v) {
+    __m256 u = _mm256_mul_ps(_mm256_set1_ps(-2.0f * GELU_SQRT_2_OVER_PI),
+                             _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(GELU_CUBIC), v),
+                                             _mm256_mul_ps(v, v), v));
+    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(u)));
 }
 
+/* The last n % 8 numbers go through the same vector code as the others, in a zero-padded
+   copy: a number's GELU must not depend on where the thread's share of a row ends. */
+AVX2_TARGET static void gelu_avx2(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        float tail[8] = {0};
+        memcpy(tail, x + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(tail, gelu8(_mm256_loadu_ps(tail)));
+        memcpy(x + i, tail, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+/* the tail is padded with -inf, whose exponential is 0, so every number takes the vector
+   exponential and lands in its lane */
 AVX2_TARGET static float exp_sum_avx2(float *x, int64_t n, float max) {
     __m256 acc = _mm256_setzero_ps(), mx = _mm256_set1_ps(max);
     int64_t i = 0;
@@ -1749,12 +1762,15 @@ AVX2_TARGET static float exp_sum_avx2(float *x, int64_t n, float max) {
         _mm256_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, e);
     }
-    float s = hsum256(acc);
-    for (; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        s += x[i];
+    if (i < n) {
+        float tail[8];
+        for (int j = 0; j < 8; j++) tail[j] = i + j < n ? x[i + j] : -INFINITY;
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(tail), mx));
+        _mm256_storeu_ps(tail, e);
+        memcpy(x + i, tail, (size_t)(n - i) * sizeof(float));
+        acc = _mm256_add_ps(acc, e);
     }
-    return s;
+    return hsum256(acc);
 }
 
 AVX2_TARGET static void weighted_sum_avx2(const float *v, size_t ldv, const float *p, int64_t n,
@@ -2014,8 +2030,8 @@ AVX512_TARGET static void gelu_avx512(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 u = _mm512_mul_ps(_mm512_set1_ps(-2.0f * 0.7978845608028654f),
-                                 _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v),
+        __m512 u = _mm512_mul_ps(_mm512_set1_ps(-2.0f * GELU_SQRT_2_OVER_PI),
+                                 _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(GELU_CUBIC), v),
                                                  _mm512_mul_ps(v, v), v));
         __m512 y = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(u)));
         _mm512_mask_storeu_ps(x + i, m, y);
@@ -2200,8 +2216,7 @@ static void layernorm(float *out, const float *x, const float *w, const float *b
 
 /* GPT-2's GELU ("gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
 static float gelu(float x) {
-    const float s2pi = 0.7978845608028654f; /* sqrt(2 / pi) */
-    return 0.5f * x * (1.0f + tanhf(s2pi * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1.0f + tanhf(GELU_SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)));
 }
 
 /* ---- matrix multiplication: the driver over rows and tokens ---------------------------- */

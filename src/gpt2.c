@@ -35,6 +35,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -2289,6 +2290,8 @@ typedef void (*task_fn)(void *arg, int ith, int nth);
 
 typedef struct {
     int n;                         /* threads, the caller included */
+    int spin;                      /* pause loops before sleeping */
+    bool yield;                    /* more threads than cores: yield the core while waiting */
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
@@ -2307,8 +2310,13 @@ typedef struct {
 } worker_arg;
 
 #define POOL_SPIN 20000
+#define POOL_YIELDS 50
 
-static inline void cpu_relax(void) {
+static inline void cpu_relax(const pool *p) {
+    if (p->yield) {
+        sched_yield();
+        return;
+    }
 #ifdef GPT2_X86
     __builtin_ia32_pause();
 #endif
@@ -2321,8 +2329,8 @@ static void *pool_worker(void *a) {
     unsigned seen = 0;
     for (;;) {
         unsigned g = atomic_load(&p->gen);
-        for (int i = 0; g == seen && i < POOL_SPIN && !atomic_load(&p->quit); i++) {
-            cpu_relax();
+        for (int i = 0; g == seen && i < p->spin && !atomic_load(&p->quit); i++) {
+            cpu_relax(p);
             g = atomic_load(&p->gen);
         }
         if (g == seen) {
@@ -2369,6 +2377,13 @@ static pool *pool_new(int n) {
     }
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
+    /* A spinning thread holds its core. With more threads than cores it may hold the core
+       that the thread it waits for needs, and every step waits for the scheduler (3 threads
+       on 2 cores ran 200x slower): then a waiting thread yields its core instead of pausing,
+       a few times, before it sleeps. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    p->yield = cores > 0 && n > cores;
+    p->spin = p->yield ? POOL_YIELDS : POOL_SPIN;
     p->n = 1;
     for (int i = 1; i < n; i++) {
         worker_arg *a = malloc(sizeof *a);
@@ -2403,7 +2418,7 @@ static void pool_run(pool *p, task_fn fn, void *arg) {
         pthread_mutex_unlock(&p->mu);
     }
     fn(arg, 0, p->n);
-    for (int i = 0; atomic_load(&p->busy) > 0 && i < POOL_SPIN; i++) cpu_relax();
+    for (int i = 0; atomic_load(&p->busy) > 0 && i < p->spin; i++) cpu_relax(p);
     if (atomic_load(&p->busy) > 0) {
         pthread_mutex_lock(&p->mu);
         atomic_store(&p->caller_sleeping, 1);

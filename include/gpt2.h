@@ -80,8 +80,33 @@ typedef enum gpt2_type {
 
 /* Loads a GGUF model file (memory-mapped where possible). Every size, offset, count and
    shape is checked against the file before use. err (may be NULL) receives a
-   human-readable reason on failure. */
+   human-readable reason on failure. The same as gpt2_load_ex(path, NULL, ...). */
 gpt2_status gpt2_load(const char *path, gpt2_model **out, char *err, size_t err_len);
+
+/* How a model is loaded. */
+typedef struct gpt2_model_params {
+    int32_t     use_mmap;  /* 1: map the file (default); 0: read it into memory. The
+                              environment variable GPT2_NO_MMAP=1 also turns mapping off. */
+    const char *kernels;   /* the kernel path: NULL (default) takes $GPT2_KERNELS if set, else
+                              the best path this CPU runs. A name: "scalar", "avx2", "avx512",
+                              "neon" (each the best of its family, e.g. avx512 with VNNI where
+                              present), an exact path as gpt2_model_info.kernels reports it
+                              ("avx512-vnni"), or a family without a feature ("avx512-novnni",
+                              "neon-nodotprod"). A path this CPU cannot run is
+                              GPT2_E_UNSUPPORTED, an unknown name GPT2_E_ARG: never a
+                              silent fallback. Results are bit-identical across threads and
+                              batching on every path; paths differ from each other by rounding. */
+} gpt2_model_params;
+gpt2_model_params gpt2_model_default_params(void);
+
+/* gpt2_load with parameters; p may be NULL for the defaults. */
+gpt2_status gpt2_load_ex(const char *path, const gpt2_model_params *p, gpt2_model **out,
+                         char *err, size_t err_len);
+
+/* Whether this CPU runs the kernel path `name` (any name gpt2_model_params.kernels takes):
+   GPT2_OK, GPT2_E_UNSUPPORTED (a path of another CPU, or one needing features this CPU
+   lacks), or GPT2_E_ARG (no path has that name, or name is NULL). */
+gpt2_status gpt2_kernels_supported(const char *name);
 /* The same from a GGUF image in memory. The buffer is borrowed: it must stay valid and
    unchanged until gpt2_free (it must be aligned to 8 bytes, as malloc's memory is). */
 gpt2_status gpt2_load_from_buffer(const void *data, size_t size, gpt2_model **out, char *err,
@@ -99,8 +124,8 @@ typedef struct gpt2_model_info {
     uint64_t    file_bytes;      /* size of the model file */
     int         mapped;          /* 1 if the file is memory-mapped, 0 if it was read */
     const char *name;            /* general.name, or "" (valid while the model lives) */
-    const char *kernels;         /* the SIMD path in use: "avx512-vnni", "avx512", "avx2" or
-                                    "scalar" (GPT2_KERNELS=scalar|avx2|avx512 caps it) */
+    const char *kernels;         /* the kernel path in use: "avx512-vnni", "avx512", "avx2",
+                                    "neon-dotprod", "neon" or "scalar" (see gpt2_model_params) */
 } gpt2_model_info;
 gpt2_model_info gpt2_get_model_info(const gpt2_model *m);
 

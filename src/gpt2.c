@@ -541,50 +541,56 @@ struct gpt2_model {
 
 static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len);
 static void tokenizer_free(tokenizer *t);
-static const kernels *kernels_select(void);
+static gpt2_status kernels_select(const char *name, const kernels **out, char *why, size_t why_len);
 static const char *kernels_name(const kernels *k);
 
-/* Reads the whole file into memory (when mmap is unavailable or fails). */
-static gpt2_status read_whole_file(FILE *f, uint64_t size, uint8_t **out, const char *path,
+/* Reads the whole file into memory (when mmap is unavailable, fails or is not wanted). */
+static gpt2_status read_whole_file(int fd, uint64_t size, uint8_t **out, const char *path,
                                    char *err, size_t err_len) {
     if (size > SIZE_MAX - 64) return fail_with(GPT2_E_NOMEM, err, err_len, "%s: too large", path);
     /* 64-byte aligned, as a mapping is, so that tensors sit the same way in cache lines */
     uint8_t *buf = aligned_alloc(64, ((size_t)size + 63) / 64 * 64 + (size ? 0 : 64));
     if (!buf) return fail_with(GPT2_E_NOMEM, err, err_len, "%s: out of memory reading the file", path);
-    size_t got = fread(buf, 1, (size_t)size, f);
-    if (got != size) {
-        free(buf);
-        return fail_with(GPT2_E_IO, err, err_len, "%s: read error", path);
+    for (size_t got = 0; got < size;) {
+        ssize_t r = read(fd, buf + got, (size_t)size - got > (1u << 30) ? (1u << 30) : (size_t)size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            free(buf);
+            return fail_with(GPT2_E_IO, err, err_len, "%s: %s", path,
+                             r < 0 ? strerror(errno) : "the file shrank while it was read");
+        }
+        got += (size_t)r;
     }
     *out = buf;
     return GPT2_OK;
 }
 
-static gpt2_status map_file(gpt2_model *m, const char *path, char *err, size_t err_len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fail_with(GPT2_E_IO, err, err_len, "%s: %s", path, strerror(errno));
+static gpt2_status map_file(gpt2_model *m, const char *path, bool use_mmap, char *err, size_t err_len) {
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return fail_with(GPT2_E_IO, err, err_len, "%s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return fail_with(GPT2_E_IO, err, err_len, "%s: not a regular file", path);
     }
     m->file_size = (uint64_t)st.st_size;
     if (m->file_size < 24) {
-        fclose(f);
+        close(fd);
         return fail_with(GPT2_E_FORMAT, err, err_len, "%s: too small to be a model file (%llu bytes)",
                     path, (unsigned long long)m->file_size);
     }
     gpt2_status s = GPT2_OK;
 #ifdef GPT2_HAVE_MMAP
-    /* GPT2_NO_MMAP=1 reads the file instead, as on systems without mmap */
-    const char *no_mmap = getenv("GPT2_NO_MMAP");
-    if (m->file_size <= SIZE_MAX && !(no_mmap && *no_mmap && strcmp(no_mmap, "0") != 0)) {
-        void *p = mmap(NULL, (size_t)m->file_size, PROT_READ, MAP_PRIVATE, fileno(f), 0);
+    if (use_mmap && m->file_size <= SIZE_MAX) {
+        void *p = mmap(NULL, (size_t)m->file_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p != MAP_FAILED) m->map = p;
     }
+#else
+    (void)use_mmap;
 #endif
-    if (!m->map) s = read_whole_file(f, m->file_size, &m->file_buf, path, err, err_len);
-    fclose(f);
+    if (!m->map) s = read_whole_file(fd, m->file_size, &m->file_buf, path, err, err_len);
+    close(fd);
     return s;
 }
 
@@ -732,28 +738,39 @@ static gpt2_status load_config(gpt2_model *m, char *err, size_t err_len) {
 }
 
 /* Parses and checks the file image in m->gguf and builds everything that depends on it. */
-static gpt2_status load_image(gpt2_model *m, char *why, size_t why_len) {
-    gpt2_status s = gguf_parse(&m->gguf, why, why_len);
+static gpt2_status load_image(gpt2_model *m, const char *path_name, char *why, size_t why_len) {
+    gpt2_status s = kernels_select(path_name, &m->k, why, why_len);
+    if (s == GPT2_OK) s = gguf_parse(&m->gguf, why, why_len);
     if (s == GPT2_OK) s = load_config(m, why, why_len);
     if (s == GPT2_OK) s = load_weights(m, why, why_len);
     if (s == GPT2_OK) s = tokenizer_init(m, why, why_len);
-    if (s == GPT2_OK) m->k = kernels_select();
     return s;
 }
 
-gpt2_status gpt2_load(const char *path, gpt2_model **out, char *err, size_t err_len) {
+gpt2_model_params gpt2_model_default_params(void) {
+    gpt2_model_params p = {1, NULL};
+    return p;
+}
+
+gpt2_status gpt2_load_ex(const char *path, const gpt2_model_params *p, gpt2_model **out,
+                         char *err, size_t err_len) {
     if (err && err_len) err[0] = '\0';
     if (!out) return fail_with(GPT2_E_ARG, err, err_len, "out is NULL");
     *out = NULL;
     if (!path) return fail_with(GPT2_E_ARG, err, err_len, "path is NULL");
+    gpt2_model_params d = gpt2_model_default_params();
+    if (!p) p = &d;
+    /* GPT2_NO_MMAP=1 reads the file instead, as on systems without mmap */
+    const char *no_mmap = getenv("GPT2_NO_MMAP");
+    bool use_mmap = p->use_mmap && !(no_mmap && *no_mmap && strcmp(no_mmap, "0") != 0);
     gpt2_model *m = calloc(1, sizeof *m);
     if (!m) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
-    gpt2_status s = map_file(m, path, err, err_len);
+    gpt2_status s = map_file(m, path, use_mmap, err, err_len);
     if (s == GPT2_OK) {
         char why[256] = "";
         m->gguf.base = m->map ? (const uint8_t *)m->map : m->file_buf;
         m->gguf.size = m->file_size;
-        s = load_image(m, why, sizeof why);
+        s = load_image(m, p->kernels, why, sizeof why);
         if (s != GPT2_OK) fail_with(s, err, err_len, "%s: %s", path, why);
     }
     if (s != GPT2_OK) {
@@ -762,6 +779,10 @@ gpt2_status gpt2_load(const char *path, gpt2_model **out, char *err, size_t err_
     }
     *out = m;
     return GPT2_OK;
+}
+
+gpt2_status gpt2_load(const char *path, gpt2_model **out, char *err, size_t err_len) {
+    return gpt2_load_ex(path, NULL, out, err, err_len);
 }
 
 gpt2_status gpt2_load_from_buffer(const void *data, size_t size, gpt2_model **out, char *err,
@@ -776,7 +797,7 @@ gpt2_status gpt2_load_from_buffer(const void *data, size_t size, gpt2_model **ou
     m->gguf.base = data;
     m->gguf.size = m->file_size = size;
     gpt2_status s = size < 24 ? fail_with(GPT2_E_FORMAT, err, err_len, "too small to be a model file")
-                              : load_image(m, err, err_len);
+                              : load_image(m, NULL, err, err_len);
     if (s != GPT2_OK) {
         gpt2_free(m);
         return s;
@@ -2157,28 +2178,99 @@ static int cpu_level(void) {
 #endif
 }
 
-/* The best kernels this CPU runs up to a level: 0 scalar, 1 avx2, 2 avx512 (a path the
-   CPU lacks falls back to the next one down). */
-static const kernels *kernels_up_to(int want) {
+/* The kernel paths, best first. A path's name is what gpt2_model_info.kernels reports; its
+   family is the name that forces the best path of that family the CPU runs ("avx512" picks
+   avx512-vnni where the CPU has VNNI), and "<family>-no<feature>" forces the one without. */
+typedef struct {
+    const char *family;
+    const char *without;       /* the name that forces this path and no better one, or NULL */
+    int needs;                 /* CPU_* bits */
+    const kernels *k;
+} kernel_choice;
+
+static const kernel_choice kernel_paths[] = {
 #ifdef GPT2_X86
-    int level = cpu_level();
-    if (want >= 2 && (level & CPU_AVX512))
-        return level & CPU_VNNI ? &kernels_avx512 : &kernels_avx512_no_vnni;
-    if (want >= 1 && (level & CPU_AVX2)) return &kernels_avx2;
-#else
-    (void)want;
+    {"avx512", NULL, CPU_AVX2 | CPU_AVX512 | CPU_VNNI, &kernels_avx512},
+    {"avx512", "avx512-novnni", CPU_AVX2 | CPU_AVX512, &kernels_avx512_no_vnni},
+    {"avx2", "avx2-novnni", CPU_AVX2, &kernels_avx2},
 #endif
+    {"scalar", NULL, 0, &kernels_scalar},
+};
+#define N_KERNEL_PATHS (sizeof kernel_paths / sizeof kernel_paths[0])
+
+/* Every name GPT2_KERNELS knows, on any CPU (so that a name for another architecture is
+   "not on this CPU" rather than "unknown"). */
+static const char *const kernel_names[] = {"scalar", "avx2", "avx2-novnni", "avx512", "avx512-novnni",
+                                           "avx512-vnni", "neon", "neon-nodotprod",
+                                           "neon-dotprod"};
+
+static const kernels *kernels_best(void) {
+    int cpu = cpu_level();
+    for (size_t i = 0; i < N_KERNEL_PATHS; i++)
+        if ((kernel_paths[i].needs & cpu) == kernel_paths[i].needs) return kernel_paths[i].k;
     return &kernels_scalar;
+}
+
+/* The path a name asks for: GPT2_OK and *out, GPT2_E_UNSUPPORTED if this CPU cannot run it,
+   GPT2_E_ARG if no path has that name. NULL, "" and "auto" mean the best path. */
+static gpt2_status kernels_by_name(const char *name, const kernels **out) {
+    if (!name || !*name || !strcmp(name, "auto")) {
+        *out = kernels_best();
+        return GPT2_OK;
+    }
+    int cpu = cpu_level();
+    bool known = false;
+    for (size_t i = 0; i < sizeof kernel_names / sizeof *kernel_names; i++)
+        known |= !strcmp(name, kernel_names[i]);
+    for (size_t i = 0; i < N_KERNEL_PATHS; i++) {
+        const kernel_choice *kp = &kernel_paths[i];
+        bool named = !strcmp(name, kp->family) || !strcmp(name, kp->k->name) ||
+                     (kp->without && !strcmp(name, kp->without));
+        /* in best-first order, so a family name takes the best member this CPU runs */
+        if (named && (kp->needs & cpu) == kp->needs) {
+            *out = kp->k;
+            return GPT2_OK;
+        }
+        known |= named;
+    }
+    return known ? GPT2_E_UNSUPPORTED : GPT2_E_ARG;
 }
 
 static const char *kernels_name(const kernels *k) { return k->name; }
 
-/* GPT2_KERNELS=scalar|avx2|avx512 forces a path; the best one otherwise */
-static const kernels *kernels_select(void) {
-    const char *force = getenv("GPT2_KERNELS");
-    if (force && strcmp(force, "scalar") == 0) return kernels_up_to(0);
-    if (force && strcmp(force, "avx2") == 0) return kernels_up_to(1);
-    return kernels_up_to(2);
+/* The path for a model: the one asked for, else GPT2_KERNELS, else the best this CPU runs. */
+static gpt2_status kernels_select(const char *name, const kernels **out, char *why, size_t why_len) {
+    const char *from = "kernels";
+    if (!name || !*name) {
+        name = getenv("GPT2_KERNELS");
+        from = "GPT2_KERNELS";
+    }
+    gpt2_status s = kernels_by_name(name, out);
+    if (s == GPT2_E_ARG) {
+        char names[160] = "";
+        for (size_t i = 0; i < sizeof kernel_names / sizeof *kernel_names; i++) {
+            strncat(names, i ? ", " : "", sizeof names - strlen(names) - 1);
+            strncat(names, kernel_names[i], sizeof names - strlen(names) - 1);
+        }
+        return fail_with(s, why, why_len, "%s=%.40s: no such kernel path (known: %s)", from, name, names);
+    }
+    if (s == GPT2_E_UNSUPPORTED) {
+        char have[160] = "";
+        for (size_t i = N_KERNEL_PATHS; i-- > 0;)
+            if ((kernel_paths[i].needs & cpu_level()) == kernel_paths[i].needs) {
+                strncat(have, " ", sizeof have - strlen(have) - 1);
+                strncat(have, kernel_paths[i].k->name, sizeof have - strlen(have) - 1);
+            }
+        return fail_with(s, why, why_len, "%s=%s: this CPU cannot run that kernel path (it runs:%s)",
+                         from, name, have);
+    }
+    return GPT2_OK;
+}
+
+gpt2_status gpt2_kernels_supported(const char *name) {
+    const kernels *k;
+    if (!name) return GPT2_E_ARG;
+    return kernels_by_name(name, &k);
 }
 
 /* One row of a matrix as floats (embedding lookups, and converting 1-D tensors). */

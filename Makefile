@@ -69,18 +69,26 @@ build/asan/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/dat
 build/asan/gpt2: src/main.c build/asan/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) $^ $(LDLIBS) -o $@
 
-# `make test`: the suites, the converter's tests, then the suites again under ASan + UBSan
-test: test-fast test-asan
+# `make test`: the suites, the converter's tests, then the suites again under ASan + UBSan.
+# Everything is built first, in parallel; the suites then run one after another.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+TEST_DEPS := all $(FIXTURES) $(addprefix build/tests/,$(TESTS)) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
+
+test:
+	@$(MAKE) -s -j$(JOBS) $(TEST_DEPS)
+	@$(MAKE) -s test-fast test-asan
 
 test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
+	@rm -f build/tests/paths-run.txt
 	@set -e; for t in $(TESTS); do echo "== $$t"; GPT2_BIN=build/gpt2 build/tests/$$t; done
-	@set -e; for k in scalar avx2; do echo "== test_decode on the $$k kernels"; \
-	  GPT2_KERNELS=$$k build/tests/test_decode; done
 	@echo "== converter (python)"; $(PYTHON) tests/test_convert.py
+	@scripts/paths_covered.sh build/tests/paths-run.txt
 
 test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
+	@rm -f build/tests/paths-run.txt
 	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; \
 	  ASAN_OPTIONS=detect_leaks=1 GPT2_BIN=build/asan/gpt2 build/asan/$$t; done
+	@scripts/paths_covered.sh build/tests/paths-run.txt
 
 # `make test-tsan`: the threaded suites under ThreadSanitizer (slow; not part of `make test`)
 build/tsan/%: tests/%.c tests/common.h tests/gguf_builder.h src/gpt2.c include/gpt2.h | build/.dirs

@@ -243,6 +243,85 @@ static inline gpt2_model *load_or_report(const char *path) {
     return m;
 }
 
+/* ---- kernel paths ------------------------------------------------------------------------
+ * Property tests that depend on the kernels run on every path this CPU can execute, each
+ * forced by a name that selects exactly that path, and say which ran. A path the CPU lacks
+ * is reported as not run, by name. Each suite appends the paths it ran to
+ * build/tests/paths-run.txt, which `make test` summarises. */
+static const struct {
+    const char *force; /* the name that selects exactly this path */
+    const char *name;  /* what gpt2_model_info.kernels reports for it */
+} ALL_KERNEL_PATHS[] = {
+    {"scalar", "scalar"},
+    {"avx2-novnni", "avx2"},
+    {"avx512-novnni", "avx512"},
+    {"avx512-vnni", "avx512-vnni"},
+    {"neon-nodotprod", "neon"},
+    {"neon-dotprod", "neon-dotprod"},
+};
+#define N_ALL_KERNEL_PATHS (sizeof ALL_KERNEL_PATHS / sizeof *ALL_KERNEL_PATHS)
+
+/* The forcing names of the paths this CPU runs, into names (room for N_ALL_KERNEL_PATHS),
+   scalar first; their count. */
+static inline int kernel_paths_here(const char **names) {
+    int n = 0;
+    for (size_t i = 0; i < N_ALL_KERNEL_PATHS; i++)
+        if (gpt2_kernels_supported(ALL_KERNEL_PATHS[i].force) == GPT2_OK) names[n++] = ALL_KERNEL_PATHS[i].force;
+    return n;
+}
+
+static inline const char *kernel_path_label(const char *force) {
+    for (size_t i = 0; i < N_ALL_KERNEL_PATHS; i++)
+        if (!strcmp(force, ALL_KERNEL_PATHS[i].force)) return ALL_KERNEL_PATHS[i].name;
+    return force;
+}
+
+/* "paths run: a b c (not run, not on this CPU: d e)" for one test, and the record for make
+   test (build/tests/paths-run.txt) */
+static inline void report_paths(const char *test, const char *const *ran, int n_ran) {
+    char line[512] = "", missing[512] = "";
+    for (int i = 0; i < n_ran; i++) {
+        strncat(line, " ", sizeof line - strlen(line) - 1);
+        strncat(line, kernel_path_label(ran[i]), sizeof line - strlen(line) - 1);
+    }
+    for (size_t i = 0; i < N_ALL_KERNEL_PATHS; i++) {
+        int found = 0;
+        for (int j = 0; j < n_ran; j++) found |= !strcmp(ran[j], ALL_KERNEL_PATHS[i].force);
+        if (found) continue;
+        strncat(missing, " ", sizeof missing - strlen(missing) - 1);
+        strncat(missing, ALL_KERNEL_PATHS[i].name, sizeof missing - strlen(missing) - 1);
+    }
+    fprintf(stderr, "  %s: paths run:%s%s%s%s\n", test, line, *missing ? " (not run, not on this CPU:" : "",
+            missing, *missing ? ")" : "");
+    FILE *f = fopen("build/tests/paths-run.txt", "a");
+    if (f) {
+        fprintf(f, "%s:%s\n", test, line);
+        fclose(f);
+    }
+}
+
+/* A model on one kernel path, or NULL after printing why it would not load. */
+static inline gpt2_model *load_on_path(const char *path, const char *kernel_path) {
+    gpt2_model *m = NULL;
+    char err[256];
+    gpt2_model_params p = gpt2_model_default_params();
+    p.kernels = kernel_path;
+    if (gpt2_load_ex(path, &p, &m, err, sizeof err) != GPT2_OK) fprintf(stderr, "%s\n", err);
+    return m;
+}
+
+/* Runs BODY once per kernel path this CPU has, with `path_name` set, then reports them. */
+#define FOR_EACH_KERNEL_PATH(TEST, path_name, ...)                                            \
+    do {                                                                                      \
+        const char *paths_[N_ALL_KERNEL_PATHS];                                               \
+        int n_paths_ = kernel_paths_here(paths_);                                             \
+        for (int pi_ = 0; pi_ < n_paths_; pi_++) {                                            \
+            const char *path_name = paths_[pi_];                                              \
+            __VA_ARGS__                                                                       \
+        }                                                                                     \
+        report_paths(TEST, paths_, n_paths_);                                                 \
+    } while (0)
+
 /* Group setup and teardown for suites that share one fixture model in `model`. */
 #define FIXTURE_MODEL_GROUP                                                                    \
     static gpt2_model *model;                                                                 \

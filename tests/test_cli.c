@@ -9,7 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "gpt2.h"
@@ -175,6 +177,21 @@ static void test_errors_are_one_line(void **state) {
     expect_error(run(M " -p 'one two three four five' -c 3"), 1, "context holds 3");
     expect_error(run("quantize " FIXTURE_GGUF " build/tests/x.gguf q4_k"), 2, "q4_k");
     expect_error(run("perplexity " M), 2, "-f");
+    /* a kernel path that does not exist, or that this CPU cannot run */
+    setenv("GPT2_KERNELS", "avx3", 1);
+    expect_error(run(M " -p hi"), 1, "GPT2_KERNELS=avx3: no such kernel path");
+#if defined(__x86_64__) || defined(__i386__)
+    setenv("GPT2_KERNELS", "neon", 1);
+#else
+    setenv("GPT2_KERNELS", "avx2", 1);
+#endif
+    expect_error(run(M " -p hi"), 1, "cannot run");
+    unsetenv("GPT2_KERNELS");
+    /* a FIFO as the model is refused at once, not waited on */
+    unlink("build/tests/cli.fifo");
+    assert_int_equal(mkfifo("build/tests/cli.fifo", 0600), 0);
+    expect_error(run("-m build/tests/cli.fifo -p hi"), 1, "not a regular file");
+    unlink("build/tests/cli.fifo");
 }
 
 /* generation that reaches the end of the context stops and says so */

@@ -193,23 +193,30 @@ static void test_process_logits_public(void **state) {
 
 /* ---- greedy ------------------------------------------------------------------------------- */
 
-static gpt2_context *ctx(int threads) {
+static gpt2_context *ctx_on(const gpt2_model *m, int threads) {
     gpt2_context *c;
-    assert_int_equal(gpt2_context_new(model, &(gpt2_context_params){threads, 0}, &c), GPT2_OK);
+    assert_int_equal(gpt2_context_new(m, &(gpt2_context_params){threads, 0}, &c), GPT2_OK);
     return c;
 }
+static gpt2_context *ctx(int threads) { return ctx_on(model, threads); }
 
-static void test_greedy_golden(void **state) {
-    (void)state;
+/* the fixture model on one kernel path */
+static gpt2_model *model_on(const char *path) {
+    gpt2_model *m = load_on_path(FIXTURE_GGUF, path);
+    assert_non_null(m);
+    return m;
+}
+
+static void greedy_golden(const gpt2_model *model_) {
     jv g = json_file(DATA "golden/greedy.json");
     const jv *cases = jreq(&g, "cases");
-    gpt2_context *c = ctx(2);
+    gpt2_context *c = ctx_on(model_, 2);
     for (size_t i = 0; i < cases->len; i++) {
         const jv *cs = &cases->items[i];
         size_t n_prompt, n_want;
         int32_t *prompt = jints(jreq(cs, "prompt_tokens"), &n_prompt);
         int32_t *want = jints(jreq(cs, "new_tokens"), &n_want);
-        gpt2_generate_params p = gpt2_generate_default_params(model);
+        gpt2_generate_params p = gpt2_generate_default_params(model_);
         p.sampling.temperature = 0;
         p.max_new_tokens = (int32_t)jreq(cs, "max_new_tokens")->num;
         p.eos_id = (int32_t)jreq(cs, "eos_token_id")->num;
@@ -231,13 +238,21 @@ static void test_greedy_golden(void **state) {
     json_free(&g);
 }
 
+static void test_greedy_golden(void **state) {
+    (void)state;
+    FOR_EACH_KERNEL_PATH("greedy replay", path, {
+        gpt2_model *m = model_on(path);
+        greedy_golden(m);
+        gpt2_free(m);
+    });
+}
+
 /* ---- beam search -------------------------------------------------------------------------- */
 
-static void test_beam_golden(void **state) {
-    (void)state;
+static void beam_golden(const gpt2_model *model_) {
     jv b = json_file(DATA "golden/beam.json");
     const jv *cases = jreq(&b, "cases");
-    gpt2_context *c = ctx(2);
+    gpt2_context *c = ctx_on(model_, 2);
     int runs = 0;
     double worst = 0;
     for (size_t i = 0; i < cases->len; i++) {
@@ -247,7 +262,7 @@ static void test_beam_golden(void **state) {
         const jv *rl = jreq(cs, "runs");
         for (size_t r = 0; r < rl->len; r++) {
             const jv *run = &rl->items[r];
-            gpt2_generate_params p = gpt2_generate_default_params(model);
+            gpt2_generate_params p = gpt2_generate_default_params(model_);
             p.max_new_tokens = (int32_t)jreq(cs, "max_new_tokens")->num;
             p.eos_id = (int32_t)jreq(cs, "eos_token_id")->num;
             p.sampling.repetition_penalty = (float)num_or(cs, "repetition_penalty", 1.0);
@@ -291,37 +306,57 @@ static void test_beam_golden(void **state) {
     json_free(&b);
 }
 
-/* 4 beams with 1, 2 and 3 threads give the same hypotheses */
+static void test_beam_golden(void **state) {
+    (void)state;
+    FOR_EACH_KERNEL_PATH("beam search replay", path, {
+        gpt2_model *m = model_on(path);
+        beam_golden(m);
+        gpt2_free(m);
+    });
+}
+
+/* 4 beams with 1 to 8 threads give the same hypotheses and the same scores, bit for bit */
 static void test_beam_threads(void **state) {
     (void)state;
     int32_t prompt[3] = {464, 3290, 318};
-    int32_t ref[64];
-    size_t n_ref = 0;
-    for (int threads = 1; threads <= 3; threads++) {
-        gpt2_context *c = ctx(threads);
-        gpt2_generate_params p = gpt2_generate_default_params(model);
-        p.num_beams = 4;
-        p.num_return_sequences = 3;
-        p.max_new_tokens = 12;
-        int32_t out[64];
-        size_t n;
-        assert_int_equal(gpt2_generate(c, prompt, 3, &p, out, 64, &n, NULL, NULL), GPT2_OK);
-        if (threads == 1) {
-            memcpy(ref, out, n * sizeof *out);
-            n_ref = n;
-        } else {
-            assert_int_equal(n, n_ref);
-            assert_memory_equal(out, ref, n * sizeof *out);
+    FOR_EACH_KERNEL_PATH("beam search, threads 1-8", path, {
+        gpt2_model *m = model_on(path);
+        int32_t ref[64];
+        double ref_scores[3];
+        size_t n_ref = 0;
+        for (int threads = 1; threads <= 8; threads++) {
+            gpt2_context *c = ctx_on(m, threads);
+            gpt2_generate_params p = gpt2_generate_default_params(m);
+            p.num_beams = 4;
+            p.num_return_sequences = 3;
+            p.max_new_tokens = 12;
+            int32_t out[64];
+            double scores[3];
+            size_t n;
+            gpt2_generate_info info;
+            memset(&info, 0, sizeof info);
+            info.scores = scores;
+            assert_int_equal(gpt2_generate_ex(c, prompt, 3, &p, out, 64, &n, NULL, NULL, &info), GPT2_OK);
+            if (threads == 1) {
+                memcpy(ref, out, n * sizeof *out);
+                memcpy(ref_scores, scores, sizeof scores);
+                n_ref = n;
+            } else {
+                assert_int_equal(n, n_ref);
+                assert_memory_equal(out, ref, n * sizeof *out);
+                assert_memory_equal(scores, ref_scores, sizeof scores);
+            }
+            gpt2_context_free(c);
         }
-        gpt2_context_free(c);
-    }
+        gpt2_free(m);
+    });
 }
 
 /* ---- sampling ----------------------------------------------------------------------------- */
 
-static size_t sample_run(int threads, uint64_t seed, int32_t *out) {
-    gpt2_context *c = ctx(threads);
-    gpt2_generate_params p = gpt2_generate_default_params(model);
+static size_t sample_run(const gpt2_model *m, int threads, uint64_t seed, int32_t *out) {
+    gpt2_context *c = ctx_on(m, threads);
+    gpt2_generate_params p = gpt2_generate_default_params(m);
     p.sampling.temperature = 0.8f;
     p.sampling.top_k = 40;
     p.sampling.top_p = 0.95f;
@@ -336,20 +371,27 @@ static size_t sample_run(int threads, uint64_t seed, int32_t *out) {
 
 static void test_sampling_seeded(void **state) {
     (void)state;
-    int32_t a[64], b[64], d[64];
-    size_t na = sample_run(1, 7, a), nb = sample_run(3, 7, b), nd = sample_run(2, 8, d);
-    assert_int_equal(na, 24);
-    assert_int_equal(na, nb);
-    assert_memory_equal(a, b, na * sizeof *a); /* same seed, any thread count */
-    assert_true(nd != na || memcmp(a, d, na * sizeof *a) != 0); /* another seed, another text */
     /* a regression vector: this seed gave these tokens when the sampler was written */
     static const int32_t expect[24] = {
 #include "data/sampling_seed7.inc"
     };
-    if (memcmp(a, expect, sizeof expect) != 0) {
-        for (size_t i = 0; i < na; i++) fprintf(stderr, "%d,%s", a[i], i + 1 == na ? "\n" : " ");
-        fail();
-    }
+    FOR_EACH_KERNEL_PATH("seeded sampling, threads 1-8", path, {
+        gpt2_model *m = model_on(path);
+        int32_t a[64], b[64], d[64];
+        size_t na = sample_run(m, 1, 7, a), nd = sample_run(m, 2, 8, d);
+        assert_int_equal(na, 24);
+        for (int threads = 2; threads <= 8; threads += 3) { /* same seed, any thread count */
+            size_t nb = sample_run(m, threads, 7, b);
+            assert_int_equal(na, nb);
+            assert_memory_equal(a, b, na * sizeof *a);
+        }
+        assert_true(nd != na || memcmp(a, d, na * sizeof *a) != 0); /* another seed, another text */
+        if (memcmp(a, expect, sizeof expect) != 0) {
+            for (size_t i = 0; i < na; i++) fprintf(stderr, "%d,%s", a[i], i + 1 == na ? "\n" : " ");
+            fail();
+        }
+        gpt2_free(m);
+    });
 }
 
 /* The draws follow softmax: a chi-square test over 200,000 seeded draws (deterministic, so
@@ -365,7 +407,7 @@ static void test_sampling_distribution(void **state) {
     int counts[8] = {0};
     const int N = 200000;
     float probs[8];
-    const kernels *k = kernels_select();
+    const kernels *k = kernels_best();
     for (int i = 0; i < N; i++) counts[sample(k, logits, 8, &r, probs)]++;
     assert_int_equal(counts[7], 0); /* a removed token is never drawn */
     double chi2 = 0;

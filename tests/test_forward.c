@@ -113,57 +113,103 @@ static golden_report compare_golden(const gpt2_model *m) {
     return r;
 }
 
-static void test_golden_logits_f32(void **state) {
-    (void)state;
-    gpt2_model *m = load(FIXTURE_GGUF);
-    golden_report r = compare_golden(m);
-    fprintf(stderr, "  f32 (%s): max |logit - HF| = %.3g, summaries %.3g, loss %.3g, top-1 %d/%d\n",
-            m->k->name, r.max_diff, r.summary_diff, r.loss_diff, r.top1_same, r.positions);
-    assert_true(r.max_diff < 1e-4);
-    assert_true(r.summary_diff < 1e-4);
-    assert_true(r.loss_diff < 1e-4);
-    assert_int_equal(r.top1_same, r.positions);
-    gpt2_free(m);
-}
-
-/* Every kernel path (scalar, AVX2, AVX-512: those this CPU has) gives HF's logits. */
+/* Every kernel path this CPU has gives HF's logits */
 static void test_golden_logits_every_path(void **state) {
     (void)state;
-    const char *paths[] = {"scalar", "avx2", "avx512"};
-    for (int i = 0; i < 3; i++) {
-        setenv("GPT2_KERNELS", paths[i], 1);
-        gpt2_model *m = load(FIXTURE_GGUF);
+    FOR_EACH_KERNEL_PATH("golden logits f32", path, {
+        gpt2_model *m = load_on_path(FIXTURE_GGUF, path);
+        assert_non_null(m);
+        assert_string_equal(m->k->name, gpt2_get_model_info(m).kernels);
         golden_report r = compare_golden(m);
-        fprintf(stderr, "  path %s -> %s: max |logit - HF| = %.3g\n", paths[i], m->k->name, r.max_diff);
+        fprintf(stderr, "  %s (%s): max |logit - HF| = %.3g, summaries %.3g, loss %.3g, top-1 %d/%d\n",
+                path, m->k->name, r.max_diff, r.summary_diff, r.loss_diff, r.top1_same, r.positions);
         assert_true(r.max_diff < 1e-4);
+        assert_true(r.summary_diff < 1e-4);
+        assert_true(r.loss_diff < 1e-4);
         assert_int_equal(r.top1_same, r.positions);
         gpt2_free(m);
-    }
+    });
     /* q8_0: every path quantizes the activations identically and sums integers exactly, so
-       the paths differ only in the order of the float sums of blocks */
+       the paths differ only in the order of the float sums of blocks. Such a difference of
+       an ulp can still move an activation across a rounding boundary of the next matmul's
+       quantization, which moves every logit of that position by up to d_x * |w| (0.05 was
+       seen at one position, and then at most later ones, whose attention reads the moved
+       keys and values, on a path whose dot products agree with the scalar ones to 1e-6). So
+       each path is held to HF as test_weight_types holds q8_0, and to the scalar path within
+       a few such moves; test_kernels_against_scalar holds the q8_0 tiles to the scalar ones
+       exactly, on the same quantized input. */
     char err[256];
     assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/paths-q8_0.gguf", GPT2_TYPE_Q8_0,
                                    err, sizeof err), GPT2_OK);
     float *ref = NULL;
-    for (int i = 0; i < 3; i++) {
-        setenv("GPT2_KERNELS", paths[i], 1);
-        gpt2_model *m = load("build/fixtures/paths-q8_0.gguf");
+    FOR_EACH_KERNEL_PATH("golden logits q8_0", path, {
+        gpt2_model *m = load_on_path("build/fixtures/paths-q8_0.gguf", path);
+        assert_non_null(m);
+        golden_report r = compare_golden(m);
         size_t n;
         float *lg = prompt_logits(m, 2, 4, 1000, &n);
-        if (!ref) {
-            ref = lg;
-            gpt2_free(m);
-            continue;
-        }
         double d = 0;
-        for (size_t j = 0; j < n * V; j++) d = fmax(d, fabs((double)lg[j] - ref[j]));
-        fprintf(stderr, "  q8_0 path %s: max |logit - scalar's| = %.3g\n", m->k->name, d);
-        assert_true(d < 1e-3);
-        free(lg);
+        for (size_t j = 0; ref && j < n * V; j++) d = fmax(d, fabs((double)lg[j] - ref[j]));
+        fprintf(stderr, "  q8_0 %s: max |logit - HF| = %.3g, top-1 %d/%d; max |logit - scalar's| %.3g\n",
+                m->k->name, r.max_diff, r.top1_same, r.positions, d);
+        assert_true(r.max_diff < 0.22);
+        assert_true(r.top1_same >= 120);
+        assert_true(d < 0.2);
+        if (!ref) ref = lg; /* the scalar path comes first */
+        else free(lg);
         gpt2_free(m);
-    }
+    });
     free(ref);
+}
+
+/* an unknown path, or one this CPU cannot run, is an error and never a silent fallback */
+static void test_kernel_path_names(void **state) {
+    (void)state;
+    gpt2_model *m = NULL;
+    char err[256];
+    gpt2_model_params p = gpt2_model_default_params();
+    p.kernels = "avx3";
+    assert_int_equal(gpt2_load_ex(FIXTURE_GGUF, &p, &m, err, sizeof err), GPT2_E_ARG);
+    assert_null(m);
+    assert_non_null(strstr(err, "no such kernel path"));
+    assert_int_equal(gpt2_kernels_supported("avx3"), GPT2_E_ARG);
+    assert_int_equal(gpt2_kernels_supported(NULL), GPT2_E_ARG);
+    assert_int_equal(gpt2_kernels_supported("scalar"), GPT2_OK);
+    assert_int_equal(gpt2_kernels_supported("auto"), GPT2_OK);
+#ifdef GPT2_X86
+    const char *foreign = "neon";
+#else
+    const char *foreign = "avx2";
+#endif
+    assert_int_equal(gpt2_kernels_supported(foreign), GPT2_E_UNSUPPORTED);
+    p.kernels = foreign;
+    assert_int_equal(gpt2_load_ex(FIXTURE_GGUF, &p, &m, err, sizeof err), GPT2_E_UNSUPPORTED);
+    assert_non_null(strstr(err, "cannot run"));
+    /* the environment variable is checked the same way; an explicit parameter wins over it */
+    setenv("GPT2_KERNELS", "avx3", 1);
+    assert_int_equal(gpt2_load(FIXTURE_GGUF, &m, err, sizeof err), GPT2_E_ARG);
+    assert_non_null(strstr(err, "GPT2_KERNELS=avx3"));
+    p.kernels = "scalar";
+    assert_int_equal(gpt2_load_ex(FIXTURE_GGUF, &p, &m, err, sizeof err), GPT2_OK);
+    assert_string_equal(gpt2_get_model_info(m).kernels, "scalar");
+    gpt2_free(m);
     unsetenv("GPT2_KERNELS");
+    /* each name the tests force selects exactly the path of that name */
+    const char *paths[N_ALL_KERNEL_PATHS];
+    int n = kernel_paths_here(paths);
+    for (int i = 0; i < n; i++) {
+        const kernels *k;
+        assert_int_equal(kernels_by_name(paths[i], &k), GPT2_OK);
+        const char *want = !strcmp(paths[i], "avx2-novnni") ? "avx2"
+                         : !strcmp(paths[i], "avx512-novnni") ? "avx512"
+                         : !strcmp(paths[i], "neon-nodotprod") ? "neon" : paths[i];
+        assert_string_equal(k->name, want);
+    }
+    /* the family names take the best member */
+    const kernels *best = kernels_best(), *k;
+    assert_int_equal(kernels_by_name(NULL, &k), GPT2_OK);
+    assert_ptr_equal(k, best);
+    assert_true(!strncmp(best->name, "scalar", 6) || !strncmp(best->name, "avx", 3) || !strncmp(best->name, "neon", 4));
 }
 
 /* A model read into memory (no mmap) computes the same logits as a mapped one. */
@@ -186,31 +232,74 @@ static void test_read_instead_of_mmap(void **state) {
 }
 
 /* Appending tokens all at once, one by one, or in chunks gives the same bits; so does any
-   thread count. */
-static void check_bit_identical(const char *path) {
-    gpt2_model *m = load(path);
-    size_t n;
-    float *ref = prompt_logits(m, 1, 4, 1000, &n); /* p4: 100 tokens */
-    assert_int_equal(n, 100);
-    const struct { int threads; size_t chunk; } runs[] = {{1, 1}, {1, 7}, {2, 1000}, {2, 13}, {3, 1000}, {3, 1}, {4, 33}};
-    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
-        size_t n2;
-        float *lg = prompt_logits(m, runs[i].threads, 4, runs[i].chunk, &n2);
-        assert_memory_equal(lg, ref, n * V * sizeof *lg);
-        free(lg);
+   thread count from 1 to 8 (more threads than this machine has cores). */
+typedef struct { int threads; size_t chunk; } split;
+
+static void check_bit_identical(const char *path, const char *kernel_path_name, const int32_t *ids,
+                                size_t n, const split *runs, size_t n_runs) {
+    gpt2_model *m = load_on_path(path, kernel_path_name);
+    assert_non_null(m);
+    const size_t nv = (size_t)gpt2_get_config(m).n_vocab;
+    float *ref = malloc(n * nv * sizeof *ref), *lg = malloc(n * nv * sizeof *lg);
+    for (size_t r = 0; r <= n_runs; r++) {
+        int threads = r == 0 ? 1 : runs[r - 1].threads;
+        size_t chunk = r == 0 ? n : runs[r - 1].chunk;
+        gpt2_context *c = context(m, threads);
+        for (size_t k = 0; k < n; k += chunk)
+            assert_int_equal(gpt2_eval(c, ids + k, n - k < chunk ? n - k : chunk, (r ? lg : ref) + k * nv), GPT2_OK);
+        gpt2_context_free(c);
+        if (r && memcmp(lg, ref, n * nv * sizeof *lg) != 0) {
+            fprintf(stderr, "%s on %s: %d threads, chunks of %zu differ from 1 thread\n", path,
+                    m->k->name, threads, chunk);
+            fail();
+        }
     }
     free(ref);
+    free(lg);
     gpt2_free(m);
+}
+
+/* A synthetic model whose widths leave ragged shares of rows to the threads: C = 96 (3 heads
+   of 32), F = 224 (56 row groups of 4 for 1..8 threads), V = 301, 3 blocks. */
+static const char *synthetic_model(uint32_t type, const char *file) {
+    gb_config cf = {96, 3, 3, 160, 224, 45, type, 11};
+    gb_layout lay;
+    wbuf w = gb_build(&cf, &lay);
+    FILE *f = fopen(file, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(w.buf, 1, w.len, f), w.len);
+    fclose(f);
+    free(w.buf);
+    return file;
 }
 
 static void test_batching_and_threads_bit_identical(void **state) {
     (void)state;
-    check_bit_identical(FIXTURE_GGUF);
-    /* q8_0 weights, whose matmuls quantize their activations first */
+    const split every[] = {
+        {1, 1}, {1, 7}, {2, 1000}, {2, 13}, {3, 1000}, {3, 1}, {4, 33}, {5, 1000}, {6, 7}, {7, 1000}, {8, 5}, {8, 64},
+    };
+    const split few[] = {{3, 1000}, {5, 7}, {8, 33}};
+    const char *synth[] = {
+        synthetic_model(GPT2_TYPE_F32, "build/fixtures/bits-f32.gguf"),
+        synthetic_model(GPT2_TYPE_F16, "build/fixtures/bits-f16.gguf"),
+        synthetic_model(GPT2_TYPE_BF16, "build/fixtures/bits-bf16.gguf"),
+        synthetic_model(GPT2_TYPE_Q8_0, "build/fixtures/bits-q8_0.gguf"),
+    };
+    int32_t ids[150];
+    for (int i = 0; i < 150; i++) ids[i] = (i * 7919 + 13) % 301;
     char err[256];
-    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/bits-q8_0.gguf", GPT2_TYPE_Q8_0,
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/bits-fixture-q8_0.gguf", GPT2_TYPE_Q8_0,
                                    err, sizeof err), GPT2_OK);
-    check_bit_identical("build/fixtures/bits-q8_0.gguf");
+    const jv *p4 = &jreq(&golden, "prompts")->items[4]; /* 100 tokens of the real vocabulary */
+    size_t n4;
+    int32_t *ids4 = jints(jreq(p4, "tokens"), &n4);
+    FOR_EACH_KERNEL_PATH("bit identity, threads 1-8 and chunkings", path, {
+        for (int i = 0; i < 4; i++) check_bit_identical(synth[i], path, ids, 150, every, sizeof every / sizeof *every);
+        /* and the fixture model, the real vocabulary's lm_head, with fewer splits */
+        check_bit_identical(FIXTURE_GGUF, path, ids4, n4, few, 3);
+        check_bit_identical("build/fixtures/bits-fixture-q8_0.gguf", path, ids4, n4, few, 3);
+    });
+    free(ids4);
 }
 
 static void test_context_full_and_bad_ids(void **state) {
@@ -301,6 +390,14 @@ static void test_weight_types(void **state) {
 
 /* ---- kernels: each SIMD path against the scalar reference --------------------------------- */
 
+/* the kernel tables of every path this CPU runs, scalar first, with the names that force them */
+static int kernel_tables(const kernels **tables, const char **names) {
+    int n = kernel_paths_here(names);
+    for (int i = 0; i < n; i++) assert_int_equal(kernels_by_name(names[i], &tables[i]), GPT2_OK);
+    assert_ptr_equal(tables[0], &kernels_scalar);
+    return n;
+}
+
 static void fill_row(uint8_t *dst, gpt2_type t, const float *v, int64_t n) {
     quantize_row(v, n, t, dst);
 }
@@ -322,11 +419,9 @@ static void run_tile(const kernels *k, size_t ti, const uint8_t *w, size_t row_b
 
 static void test_kernels_against_scalar(void **state) {
     (void)state;
-    const kernels *paths[3] = {&kernels_scalar, NULL, NULL};
-#ifdef GPT2_X86
-    if (cpu_level() & CPU_AVX2) paths[1] = kernels_up_to(1);
-    if (cpu_level() & CPU_AVX512) paths[2] = kernels_up_to(2);
-#endif
+    const kernels *paths[N_ALL_KERNEL_PATHS];
+    const char *names[N_ALL_KERNEL_PATHS];
+    int n_paths = kernel_tables(paths, names);
     const gpt2_type types[] = {GPT2_TYPE_F32, GPT2_TYPE_F16, GPT2_TYPE_BF16, GPT2_TYPE_Q8_0};
     const int64_t sizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 777, 3072};
     uint64_t seed = 99;
@@ -354,8 +449,7 @@ static void test_kernels_against_scalar(void **state) {
             for (int t = 0; t < 4; t++)
                 for (int r = 0; r < 4; r++)
                     run_tile(paths[0], ti, w + (size_t)r * row_bytes, row_bytes, 1, xs + (size_t)t * ldx, ldx, 1, n, &ref1[t][r], 1);
-            for (int p = 0; p < 3; p++) {
-                if (!paths[p]) continue;
+            for (int p = 0; p < n_paths; p++) {
                 float one[4][4]; /* the same path, one dot at a time */
                 for (int t = 0; t < 4; t++)
                     for (int r = 0; r < 4; r++)
@@ -384,9 +478,8 @@ static void test_kernels_against_scalar(void **state) {
             free(v);
         }
     }
-    fprintf(stderr, "  %d tiles compared (avx2 %s, avx512 %s%s)\n", compared,
-            paths[1] ? "yes" : "no", paths[2] ? "yes" : "no",
-            paths[2] && paths[2]->dot_q8 == dot_q8_0_avx512 ? ", with VNNI" : "");
+    fprintf(stderr, "  %d tiles compared\n", compared);
+    report_paths("tiles against the scalar reference", names, n_paths);
 }
 
 /* f32 rows off a cache line take the two-halves loads: the same bits as rows on one */
@@ -394,7 +487,7 @@ static void test_f32_rows_off_cache_lines(void **state) {
     (void)state;
 #ifdef GPT2_X86
     if (!(cpu_level() & CPU_AVX512)) {
-        fprintf(stderr, "  no AVX-512 on this CPU: only the scalar and AVX2 paths exist\n");
+        fprintf(stderr, "  not run: avx512 (this CPU has no AVX-512)\n");
         return;
     }
     const int64_t n = 777;
@@ -425,7 +518,7 @@ static void test_f32_rows_off_cache_lines(void **state) {
     free(buf);
     free(x);
 #else
-    fprintf(stderr, "  not an x86 build: no AVX-512 path\n");
+    fprintf(stderr, "  not run: avx512 (not an x86 build)\n");
 #endif
 }
 
@@ -475,14 +568,11 @@ static void test_q8_activations(void **state) {
     for (int i = 0; i < 64; i++) assert_true(g[0].q[i] >= -127 && g[0].q[i] <= 127);
     /* the SIMD versions give the same bytes: random rows of odd and even block counts, exact
        halves (ties), zero blocks, NaN and infinities */
-    const kernels *paths[2] = {NULL, NULL};
-#ifdef GPT2_X86
-    if (cpu_level() & CPU_AVX2) paths[0] = kernels_up_to(1);
-    if (cpu_level() & CPU_AVX512) paths[1] = kernels_up_to(2);
-#endif
+    const kernels *paths[N_ALL_KERNEL_PATHS];
+    const char *names[N_ALL_KERNEL_PATHS];
+    int n_paths = kernel_tables(paths, names);
     int compared = 0;
-    for (int p = 0; p < 2; p++) {
-        if (!paths[p]) continue;
+    for (int p = 0; p < n_paths; p++) {
         for (int64_t n = 32; n <= 320; n += 32) {
             float *v = malloc((size_t)n * sizeof *v);
             size_t ng = (size_t)q8_groups(n);
@@ -506,21 +596,19 @@ static void test_q8_activations(void **state) {
         }
     }
     fprintf(stderr, "  %d quantized rows compared with the scalar reference\n", compared);
+    report_paths("q8_0 activations against the scalar reference", names, n_paths);
 }
 
 /* GELU, softmax exponentials and attention's weighted sum: SIMD against scalar */
 static void test_vector_math_against_scalar(void **state) {
     (void)state;
-    const kernels *paths[2] = {NULL, NULL};
-#ifdef GPT2_X86
-    if (cpu_level() & CPU_AVX2) paths[0] = kernels_up_to(1);
-    if (cpu_level() & CPU_AVX512) paths[1] = kernels_up_to(2);
-#endif
+    const kernels *paths[N_ALL_KERNEL_PATHS];
+    const char *names[N_ALL_KERNEL_PATHS];
+    int n_paths = kernel_tables(paths, names);
     const int64_t sizes[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 1023};
     uint64_t seed = 5;
     int checked = 0;
-    for (int p = 0; p < 2; p++) {
-        if (!paths[p]) continue;
+    for (int p = 0; p < n_paths; p++) {
         for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
             int64_t n = sizes[si];
             float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
@@ -530,6 +618,18 @@ static void test_vector_math_against_scalar(void **state) {
             kernels_scalar.gelu(a, n);
             paths[p]->gelu(b, n);
             for (int64_t i = 0; i < n; i++) assert_true(fabsf(a[i] - b[i]) <= 2e-6f * (1.0f + fabsf(a[i])));
+            /* a number's GELU does not depend on where a call's range starts or ends: the
+               threads of a matmul apply it to their own shares of a row (this once broke
+               bit identity across thread counts on AVX2) */
+            for (int64_t cut = 1; cut < n; cut += 3) {
+                float *c = malloc((size_t)n * sizeof *c);
+                for (int64_t i = 0; i < n; i++) a[i] = c[i] = gb_randf(&seed) * 8.0f;
+                paths[p]->gelu(a, n);
+                paths[p]->gelu(c, cut);
+                paths[p]->gelu(c + cut, n - cut);
+                assert_memory_equal(a, c, (size_t)n * sizeof *c);
+                free(c);
+            }
             /* exp(x - max) and their sum */
             for (int64_t i = 0; i < n; i++) a[i] = b[i] = gb_randf(&seed) * 60.0f;
             a[0] = b[0] = -INFINITY; /* a removed entry: exactly 0 */
@@ -571,6 +671,7 @@ static void test_vector_math_against_scalar(void **state) {
         }
     }
     fprintf(stderr, "  %d vector-math shapes compared\n", checked);
+    report_paths("vector math against the scalar reference", names, n_paths);
 }
 
 /* f16 and bf16 conversions against their definitions, on every 16-bit pattern */
@@ -602,33 +703,36 @@ static void test_half_conversions(void **state) {
 /* perplexity with one window equals exp(HF's loss) */
 static void test_perplexity(void **state) {
     (void)state;
-    gpt2_model *m = load(FIXTURE_GGUF);
-    gpt2_context *c = context(m, 2);
     const jv *p = &jreq(&golden, "prompts")->items[4]; /* p4, 100 tokens */
     size_t n;
     int32_t *ids = jints(jreq(p, "tokens"), &n);
-    double ppl, nll;
-    assert_int_equal(gpt2_perplexity(c, ids, n, 0, 0, &ppl, &nll), GPT2_OK);
-    assert_true(fabs(nll - jreq(p, "hf_loss")->num) < 1e-4);
-    assert_true(fabs(ppl - exp(jreq(p, "hf_loss")->num)) / ppl < 1e-4);
-    /* sliding windows of 40 with stride 16: every token after the first is scored once */
-    double ppl2 = 0, nll2 = 0;
-    assert_int_equal(gpt2_perplexity(c, ids, n, 40, 16, &ppl2, &nll2), GPT2_OK);
-    assert_true(nll2 > 0 && fabs(nll2 - nll) < 1.0);
-    /* windows of the whole text give the single-window figure whatever the stride */
-    assert_int_equal(gpt2_perplexity(c, ids, n, 100, 30, &ppl2, &nll2), GPT2_OK);
-    assert_true(fabs(nll2 - nll) < 1e-9);
-    assert_int_equal(gpt2_perplexity(c, ids, 1, 0, 0, &ppl2, NULL), GPT2_E_ARG);
-    assert_int_equal(gpt2_perplexity(c, ids, n, 10, 20, &ppl2, NULL), GPT2_E_ARG);
+    FOR_EACH_KERNEL_PATH("perplexity against HF's loss", path, {
+        gpt2_model *m = load_on_path(FIXTURE_GGUF, path);
+        assert_non_null(m);
+        gpt2_context *c = context(m, 2);
+        double ppl, nll;
+        assert_int_equal(gpt2_perplexity(c, ids, n, 0, 0, &ppl, &nll), GPT2_OK);
+        assert_true(fabs(nll - jreq(p, "hf_loss")->num) < 1e-4);
+        assert_true(fabs(ppl - exp(jreq(p, "hf_loss")->num)) / ppl < 1e-4);
+        /* sliding windows of 40 with stride 16: every token after the first is scored once */
+        double ppl2 = 0, nll2 = 0;
+        assert_int_equal(gpt2_perplexity(c, ids, n, 40, 16, &ppl2, &nll2), GPT2_OK);
+        assert_true(nll2 > 0 && fabs(nll2 - nll) < 1.0);
+        /* windows of the whole text give the single-window figure whatever the stride */
+        assert_int_equal(gpt2_perplexity(c, ids, n, 100, 30, &ppl2, &nll2), GPT2_OK);
+        assert_true(fabs(nll2 - nll) < 1e-9);
+        assert_int_equal(gpt2_perplexity(c, ids, 1, 0, 0, &ppl2, NULL), GPT2_E_ARG);
+        assert_int_equal(gpt2_perplexity(c, ids, n, 10, 20, &ppl2, NULL), GPT2_E_ARG);
+        gpt2_context_free(c);
+        gpt2_free(m);
+    });
     free(ids);
-    gpt2_context_free(c);
-    gpt2_free(m);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_golden_logits_f32),
         cmocka_unit_test(test_golden_logits_every_path),
+        cmocka_unit_test(test_kernel_path_names),
         cmocka_unit_test(test_batching_and_threads_bit_identical),
         cmocka_unit_test(test_read_instead_of_mmap),
         cmocka_unit_test(test_context_full_and_bad_ids),

@@ -137,7 +137,7 @@ static void test_model_info(void **state) {
     for (int i = 0; i < 4; i++) known |= strcmp(in.kernels, names[i]) == 0;
     assert_true(known);
     gpt2_free(m);
-    /* GPT2_KERNELS caps the path */
+    /* GPT2_KERNELS forces the path */
     setenv("GPT2_KERNELS", "scalar", 1);
     assert_int_equal(gpt2_load(FIXTURE_GGUF, &m, NULL, 0), GPT2_OK);
     assert_string_equal(gpt2_get_model_info(m).kernels, "scalar");

@@ -1,16 +1,29 @@
 /* gpt2.c — GPT-2 inference on the CPU in one file of C11 (libc, libm, POSIX threads).
  *
- * Read top to bottom, this file follows the data through the model:
+ * Text goes in, is split into tokens, each token becomes a vector, the vectors flow through
+ * a stack of transformer blocks, and the last vector scores every token of the vocabulary as
+ * the next one; one is chosen and the loop repeats. This file follows that data, top to
+ * bottom. Search for a tag (e.g. "§4") to jump to a section:
  *
- *   1. model file    GGUF parsing and validation, mmap; the weights as typed matrices
- *   2. tokenizer     text -> ids -> text: byte alphabet, pre-tokenizer, BPE merges
- *   3. kernels       dot products per weight type (SIMD + scalar reference), matmul,
- *                    layernorm, GELU, softmax; the thread pool that runs them
- *   4. transformer   embeddings, blocks (masked self-attention + MLP), KV cache,
- *                    forward() returning logits
- *   5. decoding      logits processors, greedy, sampling, beam search
- *   6. generation    the autoregressive loop, stop conditions, streaming
- *   appendix         gpt2_quantize: rewriting a model file with other weight types
+ *   §0 Basics        status strings, checked arithmetic, half floats, what the appendices offer
+ *   §1 Model file    GGUF parsing and validation, mmap; the weights as typed matrices
+ *   §2 Tokenizer     text <-> ids: byte alphabet, pre-tokenizer, BPE merges
+ *   §3 The math      weight types, the kernel table, the plain scalar kernels every fast path
+ *                    must equal, layernorm, GELU, softmax, the matrix multiplication driver
+ *   §4 Transformer   embeddings, blocks (masked self-attention + MLP), KV cache, forward()
+ *   §5 Decoding      logits processors, greedy, sampling
+ *   §6 Generation    the autoregressive loop, stop conditions, streaming, beam search
+ *   §A SIMD kernels  the fast versions of §3's kernels per instruction set (x86: AVX2,
+ *                    AVX-512), and the choice of one at run time
+ *   §B Thread pool   the workers that split each matrix multiplication by rows
+ *   §C Tools         rewriting a model with other weight types; a memory bandwidth probe
+ *
+ * A first reading: forward() in §4 (the whole model in 50 lines), then what it calls —
+ * matmul_reference() and attention_head_reference() in §3 and §4 are the plain versions of
+ * the two operations that do the work — then gpt2_generate_ex() in §6 and the decoding
+ * strategies of §5; §2 for how text becomes ids. The appendices are for speed only: nothing
+ * in §0-§6 depends on how they do their work, and the tests hold every fast kernel to the
+ * plain one it replaces.
  *
  * Shape legend. A comment like `// (T, C)` gives a buffer's shape, row-major:
  *   V   vocabulary size (50257)          T   tokens processed in one forward pass
@@ -59,7 +72,7 @@
 #endif
 
 /* ==========================================================================================
- * 0. Basics: status strings, error messages, checked arithmetic
+ * §0 Basics: status strings, error messages, checked arithmetic, half floats
  * ======================================================================================== */
 
 const char *gpt2_strerror(gpt2_status s) {
@@ -156,8 +169,40 @@ static uint16_t f32_to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
+/* Buffers that kernels stream through start on a cache line (64 bytes): a vector load that
+   straddles two lines costs two. */
+static void *alloc64(size_t bytes) {
+    if (bytes > SIZE_MAX - 64) return NULL;
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
+/* ---- what the appendices provide ---------------------------------------------------------
+ * The story below calls these; how they do it is in the appendices at the end of the file. */
+
+/* §B: a pool of n threads (the caller is thread 0). pool_run(fn, arg) runs fn(arg, i, n) on
+   every thread i and returns when all are done. */
+typedef struct pool pool;
+typedef void (*task_fn)(void *arg, int ith, int nth);
+static pool *pool_new(int n);
+static void pool_free(pool *p);
+static void pool_run(pool *p, task_fn fn, void *arg);
+/* the share [*lo, *hi) of n items for thread ith of nth, in multiples of `grain` */
+static void split_range(int64_t n, int64_t grain, int ith, int nth, int64_t *lo, int64_t *hi);
+
+/* §A: the kernel table for a path name (NULL: $GPT2_KERNELS, else the best this CPU runs) */
+typedef struct kernel_table kernel_table;
+static gpt2_status kernels_select(const char *name, const kernel_table **out, char *why, size_t why_len);
+static const char *kernels_name(const kernel_table *kt); /* §3 */
+
+/* The plain reference versions of the fast code are called by the tests, not the engine. */
+#if defined(__GNUC__) || defined(__clang__)
+#define REFERENCE __attribute__((unused))
+#else
+#define REFERENCE
+#endif
+
 /* ==========================================================================================
- * 1. Model file: GGUF
+ * §1 Model file: GGUF
  * ==========================================================================================
  * A GGUF (v3) file is: a header, key/value metadata, a table of tensor descriptions, padding
  * to the alignment, then the tensor data. All integers are little-endian.
@@ -192,29 +237,29 @@ typedef struct {
     const uint8_t *p, *end;
 } cursor;
 
-static bool cur_take(cursor *c, void *dst, size_t n) {
-    if ((size_t)(c->end - c->p) < n) return false;
-    if (dst) memcpy(dst, c->p, n);
-    c->p += n;
+static bool cur_take(cursor *cur, void *dst, size_t n) {
+    if ((size_t)(cur->end - cur->p) < n) return false;
+    if (dst) memcpy(dst, cur->p, n);
+    cur->p += n;
     return true;
 }
-static bool cur_u32(cursor *c, uint32_t *v) {
+static bool cur_u32(cursor *cur, uint32_t *v) {
     uint8_t b[4];
-    if (!cur_take(c, b, 4)) return false;
+    if (!cur_take(cur, b, 4)) return false;
     *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
     return true;
 }
-static bool cur_u64(cursor *c, uint64_t *v) {
+static bool cur_u64(cursor *cur, uint64_t *v) {
     uint32_t lo, hi;
-    if (!cur_u32(c, &lo) || !cur_u32(c, &hi)) return false;
+    if (!cur_u32(cur, &lo) || !cur_u32(cur, &hi)) return false;
     *v = (uint64_t)hi << 32 | lo;
     return true;
 }
 /* A string in place: *s points into the file, not NUL-terminated. */
-static bool cur_str(cursor *c, const char **s, uint64_t *len) {
-    if (!cur_u64(c, len) || *len > (uint64_t)(c->end - c->p)) return false;
-    *s = (const char *)c->p;
-    c->p += *len;
+static bool cur_str(cursor *cur, const char **s, uint64_t *len) {
+    if (!cur_u64(cur, len) || *len > (uint64_t)(cur->end - cur->p)) return false;
+    *s = (const char *)cur->p;
+    cur->p += *len;
     return true;
 }
 
@@ -278,29 +323,29 @@ const char *gpt2_type_name(gpt2_type t) {
 }
 
 /* Skips (and validates) one value of the given type; arrays may nest a few levels. */
-static bool gguf_skip_value(cursor *c, uint32_t type, int depth) {
+static bool gguf_skip_value(cursor *cur, uint32_t type, int depth) {
     if (type >= GGUF_NTYPES) return false;
     if (type == GGUF_STRING) {
         const char *s;
         uint64_t len;
-        return cur_str(c, &s, &len);
+        return cur_str(cur, &s, &len);
     }
     if (type == GGUF_ARRAY) {
         uint32_t et;
         uint64_t n;
-        if (depth > 3 || !cur_u32(c, &et) || !cur_u64(c, &n) || et >= GGUF_NTYPES) return false;
+        if (depth > 3 || !cur_u32(cur, &et) || !cur_u64(cur, &n) || et >= GGUF_NTYPES) return false;
         if (et == GGUF_STRING || et == GGUF_ARRAY) {
             /* each element takes at least 8 bytes: a count past that is a lie */
-            if (n > (uint64_t)(c->end - c->p) / (et == GGUF_STRING ? 8 : 12)) return false;
+            if (n > (uint64_t)(cur->end - cur->p) / (et == GGUF_STRING ? 8 : 12)) return false;
             for (uint64_t i = 0; i < n; i++)
-                if (!gguf_skip_value(c, et, depth + 1)) return false;
+                if (!gguf_skip_value(cur, et, depth + 1)) return false;
             return true;
         }
         uint64_t nbytes;
         if (!mul_ok(n, gguf_scalar_size[et], &nbytes)) return false;
-        return cur_take(c, NULL, nbytes);
+        return cur_take(cur, NULL, nbytes);
     }
-    return cur_take(c, NULL, gguf_scalar_size[type]);
+    return cur_take(cur, NULL, gguf_scalar_size[type]);
 }
 
 static const gguf_kv *gguf_find(const gguf_file *g, const char *key) {
@@ -364,20 +409,20 @@ static bool gguf_get_str(const gguf_file *g, const char *key, const char **s, ui
 
 /* Parses the header, metadata and tensor table of the file in g->base[0..g->size). */
 static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
-    cursor c = {g->base, g->base + g->size};
+    cursor cur = {g->base, g->base + g->size};
     uint32_t magic;
-    if (!cur_u32(&c, &magic) || magic != GGUF_MAGIC)
+    if (!cur_u32(&cur, &magic) || magic != GGUF_MAGIC)
         return fail_with(GPT2_E_FORMAT, err, err_len, "not a GGUF file (bad magic)");
-    if (!cur_u32(&c, &g->version))
+    if (!cur_u32(&cur, &g->version))
         return fail_with(GPT2_E_FORMAT, err, err_len, "truncated GGUF header");
     if (g->version < 2 || g->version > 3)
         return fail_with(GPT2_E_UNSUPPORTED, err, err_len, "GGUF version %u is not supported (2 or 3)",
                     g->version);
-    if (!cur_u64(&c, &g->n_tensors) || !cur_u64(&c, &g->n_kv))
+    if (!cur_u64(&cur, &g->n_tensors) || !cur_u64(&cur, &g->n_kv))
         return fail_with(GPT2_E_FORMAT, err, err_len, "truncated GGUF header");
     /* The smallest key/value takes 13 bytes and the smallest tensor description 28: counts
        beyond what the file could hold are rejected before anything is allocated. */
-    uint64_t left = (uint64_t)(c.end - c.p);
+    uint64_t left = (uint64_t)(cur.end - cur.p);
     if (g->n_kv > left / 13)
         return fail_with(GPT2_E_FORMAT, err, err_len, "metadata count %llu exceeds the file",
                     (unsigned long long)g->n_kv);
@@ -390,16 +435,16 @@ static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
 
     for (uint64_t i = 0; i < g->n_kv; i++) {
         gguf_kv *kv = &g->kv[i];
-        kv->raw = c.p;
-        if (!cur_str(&c, &kv->key, &kv->key_len) || !cur_u32(&c, &kv->type))
+        kv->raw = cur.p;
+        if (!cur_str(&cur, &kv->key, &kv->key_len) || !cur_u32(&cur, &kv->type))
             return fail_with(GPT2_E_FORMAT, err, err_len, "truncated metadata entry %llu",
                         (unsigned long long)i);
         if (kv->type >= GGUF_NTYPES)
             return fail_with(GPT2_E_FORMAT, err, err_len, "metadata '%.*s' has unknown type %u",
                         (int)(kv->key_len > 64 ? 64 : kv->key_len), kv->key, kv->type);
-        const uint8_t *start = c.p;
+        const uint8_t *start = cur.p;
         if (kv->type == GGUF_ARRAY) {
-            cursor peek = c;
+            cursor peek = cur;
             if (!cur_u32(&peek, &kv->elem_type) || !cur_u64(&peek, &kv->count))
                 return fail_with(GPT2_E_FORMAT, err, err_len, "truncated metadata '%.*s'",
                             (int)(kv->key_len > 64 ? 64 : kv->key_len), kv->key);
@@ -407,10 +452,10 @@ static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
         } else {
             kv->val = start;
         }
-        if (!gguf_skip_value(&c, kv->type, 0))
+        if (!gguf_skip_value(&cur, kv->type, 0))
             return fail_with(GPT2_E_FORMAT, err, err_len, "metadata '%.*s' is truncated or malformed",
                         (int)(kv->key_len > 64 ? 64 : kv->key_len), kv->key);
-        kv->raw_len = (uint64_t)(c.p - kv->raw);
+        kv->raw_len = (uint64_t)(cur.p - kv->raw);
     }
 
     uint64_t align = GGUF_DEFAULT_ALIGNMENT;
@@ -424,7 +469,7 @@ static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
 
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         gguf_tensor *t = &g->tensors[i];
-        if (!cur_str(&c, &t->name, &t->name_len) || !cur_u32(&c, &t->n_dims))
+        if (!cur_str(&cur, &t->name, &t->name_len) || !cur_u32(&cur, &t->n_dims))
             return fail_with(GPT2_E_FORMAT, err, err_len, "truncated tensor description %llu",
                         (unsigned long long)i);
         int nl = (int)(t->name_len > 64 ? 64 : t->name_len);
@@ -433,7 +478,7 @@ static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
                         t->name, t->n_dims);
         uint64_t n = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) {
-            if (!cur_u64(&c, &t->ne[d]))
+            if (!cur_u64(&cur, &t->ne[d]))
                 return fail_with(GPT2_E_FORMAT, err, err_len, "truncated tensor description '%.*s'",
                             nl, t->name);
             if (t->ne[d] == 0 || t->ne[d] > ((uint64_t)1 << 40) || !mul_ok(n, t->ne[d], &n))
@@ -441,7 +486,7 @@ static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
                             nl, t->name);
         }
         for (uint32_t d = t->n_dims; d < 4; d++) t->ne[d] = 1;
-        if (!cur_u32(&c, &t->type) || !cur_u64(&c, &t->offset))
+        if (!cur_u32(&cur, &t->type) || !cur_u64(&cur, &t->offset))
             return fail_with(GPT2_E_FORMAT, err, err_len, "truncated tensor description '%.*s'", nl,
                         t->name);
         if (t->type != GPT2_TYPE_F32 && t->type != GPT2_TYPE_F16 && t->type != GPT2_TYPE_BF16 &&
@@ -455,7 +500,7 @@ static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
         if (t->offset % g->alignment)
             return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%.*s' is not aligned", nl, t->name);
     }
-    uint64_t header_end = (uint64_t)(c.p - g->base);
+    uint64_t header_end = (uint64_t)(cur.p - g->base);
     g->data_offset = (header_end + g->alignment - 1) / g->alignment * g->alignment;
     if (g->data_offset > g->size)
         return fail_with(GPT2_E_FORMAT, err, err_len, "file ends before its tensor data");
@@ -503,7 +548,7 @@ typedef struct {
     const float *proj_b;          // (C)
 } block_weights;
 
-/* The tokenizer's tables (section 2). */
+/* The tokenizer's tables (§2). */
 typedef struct {
     uint32_t *tok_off;            // (V + 1)  token i's bytes are bytes[tok_off[i] .. tok_off[i+1])
     uint8_t *bytes;               //          all token bytes, concatenated
@@ -516,8 +561,6 @@ typedef struct {
     int32_t n_special;
 } tokenizer;
 
-typedef struct kernels kernels;
-
 struct gpt2_model {
     gpt2_config cfg;
     int32_t n_ff;
@@ -529,7 +572,7 @@ struct gpt2_model {
     block_weights *blocks;        // (L)
     float *owned_f32;             //         1-D tensors that had to be converted to f32
     tokenizer tok;
-    const kernels *k;             //         dot-product kernels chosen for this CPU
+    const kernel_table *kt;       //         the kernels chosen for this CPU (§3, §A)
     gguf_file gguf;
     void *map;                    //         the mapped file, or NULL
     uint8_t *file_buf;            //         the file read into memory when mmap is unavailable
@@ -541,8 +584,6 @@ struct gpt2_model {
 
 static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len);
 static void tokenizer_free(tokenizer *t);
-static gpt2_status kernels_select(const char *name, const kernels **out, char *why, size_t why_len);
-static const char *kernels_name(const kernels *k);
 
 /* Reads the whole file into memory (when mmap is unavailable, fails or is not wanted). */
 static gpt2_status read_whole_file(int fd, uint64_t size, uint8_t **out, const char *path,
@@ -633,8 +674,8 @@ static gpt2_status get_vector(gpt2_model *m, const char *name, int64_t n, const 
 }
 
 static gpt2_status load_weights(gpt2_model *m, char *err, size_t err_len) {
-    const gpt2_config *c = &m->cfg;
-    int64_t C = c->n_embd, F = m->n_ff, V = c->n_vocab, P = c->n_ctx, L = c->n_layer;
+    const gpt2_config *cf = &m->cfg;
+    int64_t C = cf->n_embd, F = m->n_ff, V = cf->n_vocab, P = cf->n_ctx, L = cf->n_layer;
     gpt2_status s;
     /* 1-D tensors: 4 per block of C, one of 3C, one of F, plus the final norm */
     size_t n_vec = (size_t)L * (size_t)(7 * C + 3 * C + F) + 2 * (size_t)C;
@@ -739,7 +780,7 @@ static gpt2_status load_config(gpt2_model *m, char *err, size_t err_len) {
 
 /* Parses and checks the file image in m->gguf and builds everything that depends on it. */
 static gpt2_status load_image(gpt2_model *m, const char *path_name, char *why, size_t why_len) {
-    gpt2_status s = kernels_select(path_name, &m->k, why, why_len);
+    gpt2_status s = kernels_select(path_name, &m->kt, why, why_len);
     if (s == GPT2_OK) s = gguf_parse(&m->gguf, why, why_len);
     if (s == GPT2_OK) s = load_config(m, why, why_len);
     if (s == GPT2_OK) s = load_weights(m, why, why_len);
@@ -821,8 +862,8 @@ void gpt2_free(gpt2_model *m) {
 }
 
 gpt2_config gpt2_get_config(const gpt2_model *m) {
-    gpt2_config c = {0, 0, 0, 0, 0, -1};
-    return m ? m->cfg : c;
+    gpt2_config none = {0, 0, 0, 0, 0, -1};
+    return m ? m->cfg : none;
 }
 
 gpt2_model_info gpt2_get_model_info(const gpt2_model *m) {
@@ -839,12 +880,12 @@ gpt2_model_info gpt2_get_model_info(const gpt2_model *m) {
     i.file_bytes = m->file_size;
     i.mapped = m->map != NULL;
     i.name = m->name;
-    i.kernels = kernels_name(m->k);
+    i.kernels = kernels_name(m->kt);
     return i;
 }
 
 /* ==========================================================================================
- * 2. Tokenizer: GPT-2's byte-level BPE
+ * §2 Tokenizer: GPT-2's byte-level BPE
  * ==========================================================================================
  * encode(text):
  *   a. split the text into pieces with GPT-2's pattern (below), without a regex engine;
@@ -883,18 +924,18 @@ static size_t utf8_next(const uint8_t *s, size_t n, int32_t *cp) {
     uint8_t b = s[0];
     if (b < 0x80) { *cp = b; return 1; }
     size_t len;
-    uint32_t c, min;
-    if (b >= 0xC2 && b <= 0xDF) { len = 2; c = b & 0x1F; min = 0x80; }
-    else if (b >= 0xE0 && b <= 0xEF) { len = 3; c = b & 0x0F; min = 0x800; }
-    else if (b >= 0xF0 && b <= 0xF4) { len = 4; c = b & 0x07; min = 0x10000; }
+    uint32_t v, min;
+    if (b >= 0xC2 && b <= 0xDF) { len = 2; v = b & 0x1F; min = 0x80; }
+    else if (b >= 0xE0 && b <= 0xEF) { len = 3; v = b & 0x0F; min = 0x800; }
+    else if (b >= 0xF0 && b <= 0xF4) { len = 4; v = b & 0x07; min = 0x10000; }
     else { *cp = -1; return 1; }
     if (len > n) { *cp = -1; return 1; }
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xC0) != 0x80) { *cp = -1; return 1; }
-        c = c << 6 | (s[i] & 0x3F);
+        v = v << 6 | (s[i] & 0x3F);
     }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) { *cp = -1; return 1; }
-    *cp = (int32_t)c;
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) { *cp = -1; return 1; }
+    *cp = (int32_t)v;
     return len;
 }
 
@@ -924,11 +965,11 @@ typedef struct {
 } tchar;
 
 static tchar char_at(text_view t, size_t pos) {
-    tchar c = {pos, 0, CH_O, -1};
-    if (pos >= t.n) return c;
-    c.len = utf8_next(t.s + pos, t.n - pos, &c.cp);
-    c.cls = char_class(c.cp);
-    return c;
+    tchar ch = {pos, 0, CH_O, -1};
+    if (pos >= t.n) return ch;
+    ch.len = utf8_next(t.s + pos, t.n - pos, &ch.cp);
+    ch.cls = char_class(ch.cp);
+    return ch;
 }
 
 /* Length in bytes of the next piece of the pattern
@@ -944,10 +985,10 @@ static size_t next_piece(text_view t, size_t pos) {
         if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
         if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
     }
-    tchar c = char_at(t, pos);
+    tchar ch = char_at(t, pos);
     /* ` ?X+` for X = letters, numbers, other: an optional single space, then a run of one class */
-    tchar first = c;
-    if (c.cp == ' ' && pos + 1 < t.n) {
+    tchar first = ch;
+    if (ch.cp == ' ' && pos + 1 < t.n) {
         tchar nx = char_at(t, pos + 1);
         if (nx.cls != CH_S) first = nx; /* the space attaches to the run after it */
     }
@@ -964,7 +1005,7 @@ static size_t next_piece(text_view t, size_t pos) {
        non-space character, `\s+(?!\S)` gives back the last one (n >= 2): w1..w(n-1) is the
        piece, and wn then starts the next piece (a ' ' joins the next word; anything else
        becomes a piece of its own through the final `\s+`). */
-    size_t end = pos + c.len, last = pos;
+    size_t end = pos + ch.len, last = pos;
     while (end < t.n) {
         tchar nx = char_at(t, end);
         if (nx.cls != CH_S) break;
@@ -1019,15 +1060,15 @@ static bool cand_less(const bpe_cand *a, const bpe_cand *b) {
     return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
 }
 
-static void heap_push(bpe_cand *h, size_t *n, bpe_cand c) {
+static void heap_push(bpe_cand *h, size_t *n, bpe_cand cand) {
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!cand_less(&c, &h[p])) break;
+        if (!cand_less(&cand, &h[p])) break;
         h[i] = h[p];
         i = p;
     }
-    h[i] = c;
+    h[i] = cand;
 }
 
 static bpe_cand heap_pop(bpe_cand *h, size_t *n) {
@@ -1059,8 +1100,8 @@ static void push_pair(const tokenizer *t, bpe_sym *sym, bpe_cand *heap, size_t *
     uint32_t rank;
     int32_t id;
     if (j >= 0 && merge_lookup(t, sym[i].id, sym[j].id, &rank, &id)) {
-        bpe_cand c = {rank, i, sym[i].id, sym[j].id};
-        heap_push(heap, nh, c);
+        bpe_cand cand = {rank, i, sym[i].id, sym[j].id};
+        heap_push(heap, nh, cand);
     }
 }
 
@@ -1094,13 +1135,13 @@ static gpt2_status bpe_piece(const tokenizer *t, const uint8_t *s, size_t n, bpe
     }
     for (size_t i = 0; i + 1 < n; i++) push_pair(t, sym, heap, &nh, (int32_t)i);
     while (nh > 0) {
-        bpe_cand c = heap_pop(heap, &nh);
-        int32_t i = c.pos, j = sym[i].next;
+        bpe_cand cand = heap_pop(heap, &nh);
+        int32_t i = cand.pos, j = sym[i].next;
         /* stale if the left symbol was absorbed or either side changed since the push */
-        if (sym[i].id != c.left || j < 0 || sym[j].id != c.right) continue;
+        if (sym[i].id != cand.left || j < 0 || sym[j].id != cand.right) continue;
         uint32_t rank;
         int32_t merged;
-        merge_lookup(t, c.left, c.right, &rank, &merged);
+        merge_lookup(t, cand.left, cand.right, &rank, &merged);
         sym[i].id = merged;
         sym[i].next = sym[j].next;
         if (sym[j].next >= 0) sym[sym[j].next].prev = i;
@@ -1238,11 +1279,11 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
     const gguf_kv *tokens = gguf_find(g, "tokenizer.ggml.tokens");
     /* the strings were validated by the parser; their bytes never grow when decoded */
     uint64_t total = 0;
-    cursor c = {tokens->val, g->base + g->size};
+    cursor cur = {tokens->val, g->base + g->size};
     for (int32_t i = 0; i < V; i++) {
         const char *s = NULL;
         uint64_t len = 0;
-        if (!cur_str(&c, &s, &len)) return fail_with(GPT2_E_FORMAT, err, err_len, "bad token %d", i);
+        if (!cur_str(&cur, &s, &len)) return fail_with(GPT2_E_FORMAT, err, err_len, "bad token %d", i);
         total += len;
     }
     if (total > UINT32_MAX) return fail_with(GPT2_E_FORMAT, err, err_len, "vocabulary too large");
@@ -1250,13 +1291,13 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
     t->bytes = malloc(total ? (size_t)total : 1);
     if (!t->tok_off || !t->bytes) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
     for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
-    c.p = tokens->val;
+    cur.p = tokens->val;
     uint32_t off = 0;
     for (int32_t i = 0; i < V; i++) {
         const char *s = NULL;
         uint64_t len = 0;
         size_t bl;
-        if (!cur_str(&c, &s, &len)) return fail_with(GPT2_E_FORMAT, err, err_len, "bad token %d", i);
+        if (!cur_str(&cur, &s, &len)) return fail_with(GPT2_E_FORMAT, err, err_len, "bad token %d", i);
         t->tok_off[i] = off;
         if (!alphabet_decode((const uint8_t *)s, (size_t)len, t->bytes + off, &bl)) {
             /* a token outside the byte alphabet (only control tokens should be): raw bytes */
@@ -1331,11 +1372,11 @@ static gpt2_status tokenizer_init(gpt2_model *m, char *err, size_t err_len) {
         while (ix.slot[h] >= 0) h = (h + 1) & ix.mask;
         ix.slot[h] = i;
     }
-    c.p = merges->val;
+    cur.p = merges->val;
     for (uint64_t r = 0; r < merges->count; r++) {
         const char *s = NULL;
         uint64_t len = 0;
-        if (!cur_str(&c, &s, &len)) break; /* validated by the parser: cannot happen */
+        if (!cur_str(&cur, &s, &len)) break; /* validated by the parser: cannot happen */
         const char *sp = len ? memchr(s + 1, ' ', (size_t)len - 1) : NULL;
         size_t la, lb;
         if (!sp || len > 1000 ||
@@ -1369,11 +1410,13 @@ static void tokenizer_free(tokenizer *t) {
 }
 
 /* ==========================================================================================
- * 3. Kernels
+ * §3 The math: weight types, the kernel table, the plain kernels, the matrix multiplication
  * ==========================================================================================
  * Nearly all of the work is one operation: the dot product of a weight row w (cols numbers,
  * stored as f32, f16, bf16 or q8_0) with an activation row x (cols floats). A matrix-vector
  * product is `rows` of them; a matrix-matrix product (a batch of T tokens) is T * rows.
+ * matmul_reference() below is that operation in three loops; everything after it in this
+ * section computes the same thing faster.
  *
  * Weight types, per row of n numbers:
  *   f32   n floats                       f16   n IEEE half floats (1+5+10 bits)
@@ -1381,17 +1424,18 @@ static void tokenizer_free(tokenizer *t) {
  *   q8_0  n/32 blocks of { f16 scale d; int8 q[32] }: value i of a block is d * q[i]
  * q8_0 rows meet x quantized the same way, so that the products are int8 x int8 (below).
  *
+ * The kernel table. The few operations that take the time (dot products in tiles of up to 4
+ * weight rows x 4 tokens, GELU, the exponentials of a softmax, attention's weighted sum of
+ * value vectors) are reached through a table of function pointers. This section defines
+ * the table and fills it with plain, portable C (the "scalar" path): the definition every
+ * fast path must equal up to rounding. The SIMD paths (§A) fill the same table; one is
+ * chosen per model from what the CPU runs, and the tests compare each with this one.
+ *
  * Determinism. Each dot product is computed by one thread, with one fixed sequence of
  * operations: a vector of partial sums (the "lanes") over the row in order, then a fixed
  * reduction of the lanes. Computing 1 or 4 rows at once, 1 or 512 tokens at once, on 1 or
  * 8 threads, every output element gets exactly the same bits. (The scalar, AVX2 and AVX-512
- * paths have different lane counts, so they agree only to rounding.)
- *
- * Besides the dot products, three vector operations: GELU, the exponentials of a softmax,
- * and attention's weighted sum of value vectors.
- *
- * Every SIMD kernel sits next to its scalar reference; the tests compare them. The path is
- * chosen once per model from what the CPU supports (kernels_select, below).
+ * paths have different lane counts, so they agree with each other only to rounding.)
  * ---------------------------------------------------------------------------------------- */
 
 /* dot_tile: out[t * ldo + r] = dot(row r of w, row t of x) for r < nr and t < nt (each at most
@@ -1409,8 +1453,8 @@ typedef void (*dot_q8_tile_fn)(const uint8_t *w, size_t row_bytes, int nr, const
 
 enum { WT_F32, WT_F16, WT_BF16, WT_COUNT }; /* the types that meet float activations */
 
-struct kernels {
-    const char *name;
+struct kernel_table {
+    const char *name;            /* as gpt2_model_info.kernels reports it */
     dot_tile_fn dot[WT_COUNT];
     dot_q8_tile_fn dot_q8;
     void (*quantize_q8)(const float *x, int64_t n, q8_group *g); /* activations for dot_q8 */
@@ -1424,6 +1468,8 @@ struct kernels {
                           const int32_t *n, int nq, int64_t hs, float *y, size_t ldy);
 };
 
+static const char *kernels_name(const kernel_table *kt) { return kt->name; }
+
 static int wt_index(gpt2_type t) {
     switch (t) {
     case GPT2_TYPE_F16: return WT_F16;
@@ -1434,7 +1480,39 @@ static int wt_index(gpt2_type t) {
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
-/* ---- scalar reference: 8 lanes, reduced pairwise -----------------------------------------
+/* ---- the reference: matrix multiplication, the plain way ----------------------------------
+ * out (T, rows) = x (T, cols) @ W^T + bias, W being the matrix of (rows, cols) weights: three
+ * loops, one weight at a time, decoded to a float as the tables above define it. Nothing in
+ * the forward pass calls this; it is the definition the tiled driver (matmul_rows, at the end
+ * of this section) is tested against, on every kernel path. */
+static float weight_at(const matrix *w, int64_t r, int64_t i) {
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+    switch (w->type) {
+    case GPT2_TYPE_F16: return f16_to_f32(rd16(row + 2 * i));
+    case GPT2_TYPE_BF16: return bf16_to_f32(rd16(row + 2 * i));
+    case GPT2_TYPE_Q8_0: {
+        const uint8_t *blk = row + (size_t)(i / QK8_0) * Q8_0_BLOCK_BYTES;
+        return f16_to_f32(rd16(blk)) * (float)(int8_t)blk[2 + i % QK8_0];
+    }
+    default: {
+        float f;
+        memcpy(&f, row + 4 * i, 4);
+        return f;
+    }
+    }
+}
+
+REFERENCE static void matmul_reference(float *out, const float *x, const matrix *w, const float *bias, int T) {
+    for (int t = 0; t < T; t++)                       // each token
+        for (int64_t r = 0; r < w->rows; r++) {       // each output: a row of W
+            float sum = bias ? bias[r] : 0.0f;
+            for (int64_t i = 0; i < w->cols; i++)     // dot(x[t], W[r])
+                sum += x[(size_t)t * (size_t)w->cols + (size_t)i] * weight_at(w, r, i);
+            out[(size_t)t * (size_t)w->rows + (size_t)r] = sum;
+        }
+}
+
+/* ---- the scalar path: dot-product tiles with 8 lanes, reduced pairwise --------------------
  * One (row, token) pair at a time: lane l sums w[k] * x[k] for k = l (mod 8), then the lanes
  * are added in a fixed tree. Written so that compilers can vectorise it. */
 
@@ -1478,9 +1556,7 @@ DEFINE_DOT_SCALAR(dot_bf16_scalar, wval_bf16)
  * instruction (VNNI's vpdpbusd) instead of converting every weight to float first. Then
  *     dot = sum over blocks b of (d_w[b] * d_x[b]) * sum_i q_w[i] q_x[i].
  * Quantizing x rounds each number by up to 1/254 of its block's largest one: the same order
- * as q8_0's rounding of the weights. On the test fixture the largest logit difference from
- * Hugging Face went from 0.076 to 0.10 (the tests bound it by 0.22); decode became 1.2x and
- * prompt processing 1.4x faster.
+ * as q8_0's rounding of the weights, so accuracy drops a little (README: "The converter").
  *
  * The activations are laid out for the kernels, in groups of 64 numbers (two blocks A, B):
  *   q[64]      the int8 numbers of A then B
@@ -1501,7 +1577,11 @@ struct q8_group {
 static int64_t q8_groups(int64_t n) { return (n + Q8_GROUP - 1) / Q8_GROUP; }
 
 /* x (n floats, n a multiple of 32) -> q8_group[q8_groups(n)]. The scalar reference; the SIMD
-   versions produce the same bytes. */
+   versions produce the same bytes. This is not the weights' quantizer (quantize_row, §C):
+   activations are rounded as ggml's vectorised quantizer rounds them (x * (127 / max),
+   halves to even), weights as ggml's reference quantizer does (x * (1 / d), halves away from
+   zero), each to stay interchangeable with llama.cpp where it matters: file bytes for the
+   weights, the same integer sums for the activations. */
 static void quantize_q8_scalar(const float *x, int64_t n, q8_group *g) {
     for (int64_t b = 0; b < q8_groups(n) * 2; b++) {
         q8_group *gr = g + b / 2;
@@ -1552,13 +1632,16 @@ static void dot_q8_0_scalar(const uint8_t *w, size_t row_bytes, int nr, const q8
         }
 }
 
-/* GPT-2's GELU ("gelu_new"), 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): its constants */
-#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
-#define GELU_CUBIC 0.044715f
-static float gelu(float x);
 /* ---- vector math: GELU, softmax exponentials, attention's weighted sum ------------------- */
 
-/* scalar references */
+/* GPT-2's GELU ("gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). The SIMD paths
+   compute it as x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), the same function. */
+#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
+#define GELU_CUBIC 0.044715f
+static float gelu(float x) {
+    return 0.5f * x * (1.0f + tanhf(GELU_SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)));
+}
+
 static void gelu_scalar(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = gelu(x[i]);
 }
@@ -1588,9 +1671,1266 @@ static void weighted_sum_scalar(const float *v, size_t ldv, const float *p, int6
     }
 DEFINE_WEIGHTED_SUM4(weighted_sum4_scalar, weighted_sum_scalar)
 
-static const kernels kernels_scalar = {
+static const kernel_table kernels_scalar = {
     "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar}, dot_q8_0_scalar, quantize_q8_scalar,
     gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar};
+
+/* One row of a matrix as floats (embedding lookups, and converting 1-D tensors). */
+static void dequantize_row(const matrix *w, int64_t r, float *out) {
+    const uint8_t *p = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+    switch (w->type) {
+    case GPT2_TYPE_F32: memcpy(out, p, (size_t)w->cols * sizeof(float)); break;
+    case GPT2_TYPE_F16:
+        for (int64_t i = 0; i < w->cols; i++) out[i] = wval_f16(p, i);
+        break;
+    case GPT2_TYPE_BF16:
+        for (int64_t i = 0; i < w->cols; i++) out[i] = wval_bf16(p, i);
+        break;
+    case GPT2_TYPE_Q8_0:
+        for (int64_t b = 0; b < w->cols / QK8_0; b++, p += Q8_0_BLOCK_BYTES) {
+            float d = f16_to_f32(rd16(p));
+            for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] = d * (float)(int8_t)p[2 + i];
+        }
+        break;
+    }
+}
+
+/* ---- the other operations of the forward pass: layernorm, softmax ------------------------ */
+
+/* LayerNorm over C channels: (x - mean) / sqrt(var + eps) * w + b, biased variance.
+   Statistics in double: nearer to the exact value than any float32 summation order. */
+static void layernorm(float *out, const float *x, const float *w, const float *b, int C, float eps) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < C; i++) mean += x[i];
+    mean /= C;
+    for (int i = 0; i < C; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= C;
+    double rstd = 1.0 / sqrt(var + eps);
+    for (int i = 0; i < C; i++) out[i] = (float)((x[i] - mean) * rstd) * w[i] + b[i];
+}
+
+/* x = exp(x - max x) in place; returns their sum. The softmax of attention, of sampling and
+   of beam search's log-probabilities all divide by (or take the log of) this sum. top-p
+   (§5) and perplexity (§4) compute theirs as Hugging Face and the definition of the loss do,
+   in the order and precision those fix. */
+static float softmax_exps(const kernel_table *kt, float *x, int32_t n) {
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return kt->exp_sum(x, n, mx);
+}
+
+/* ---- matrix multiplication: the driver over rows and tokens ---------------------------- */
+
+typedef enum {
+    EPI_STORE,  /* out = x W^T + b */
+    EPI_GELU,   /* out = gelu(x W^T + b) */
+    EPI_ADD     /* out += x W^T + b   (the residual connection) */
+} epilogue;
+
+#ifndef MATMUL_X_BUDGET
+#define MATMUL_X_BUDGET (512 * 1024) /* bytes of activations kept in L2 per token chunk */
+#endif
+/* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo); for q8_0
+   weights xq holds x quantized, (T, q8_groups(cols)).
+   Tokens go in chunks whose activations fit in L2 (reused for every weight row); within a
+   chunk, tiles of 4 weight rows x 4 tokens. */
+static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bias, const float *x,
+                        const q8_group *xq, int T, float *out, int64_t ldo, int64_t r0,
+                        int64_t r1, epilogue e) {
+    dot_tile_fn dot = kt->dot[wt_index(w->type)];
+    const uint8_t *base = (const uint8_t *)w->data;
+    const size_t cols = (size_t)w->cols, ldq = (size_t)q8_groups(w->cols);
+    size_t token_bytes = xq ? ldq * sizeof(q8_group) : cols * sizeof(float);
+    int chunk = (int)((MATMUL_X_BUDGET) / token_bytes);
+    chunk = chunk < 4 ? 4 : chunk / 4 * 4;
+    for (int t0 = 0; t0 < T; t0 += chunk) {
+        int t1 = T - t0 < chunk ? T : t0 + chunk;
+        /* With a few tokens (beams), float weights leave memory traffic as the limit: then
+           tiles of one row and up to 4 tokens read each row in one sequential stream, which
+           runs faster than 4 interleaved ones. q8_0 tiles do more work per weight row, so
+           sharing the activations' loads over 4 rows matters more there (measured: README). */
+        const int step = !xq && t1 - t0 > 1 && t1 - t0 <= 4 ? 1 : 4;
+        for (int64_t r = r0; r < r1; r += step) {
+            int nr = r1 - r < step ? (int)(r1 - r) : step;
+            for (int t = t0; t < t1; t += 4) {
+                int nt = t1 - t < 4 ? t1 - t : 4;
+                const uint8_t *wr = base + (size_t)r * w->row_bytes;
+                float d[16]; /* (nt, 4) */
+                /* plain and GELU outputs go straight into out (the bias follows below) */
+                float *dst = e != EPI_ADD ? out + (size_t)t * (size_t)ldo + r : d;
+                size_t ldd = e != EPI_ADD ? (size_t)ldo : 4;
+                if (xq) kt->dot_q8(wr, w->row_bytes, nr, xq + (size_t)t * ldq, ldq, nt, w->cols, dst, ldd);
+                else dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols, dst, ldd);
+                if (e != EPI_ADD) continue;
+                for (int j = 0; j < nt; j++) {
+                    float *o = out + (size_t)(t + j) * (size_t)ldo + r;
+                    for (int i = 0; i < nr; i++) o[i] += d[j * 4 + i] + (bias ? bias[r + i] : 0.0f);
+                }
+            }
+        }
+        if (e != EPI_ADD && bias) /* this thread's share of each token's row, contiguous */
+            for (int t = t0; t < t1; t++) {
+                float *o = out + (size_t)t * (size_t)ldo;
+                for (int64_t i = r0; i < r1; i++) o[i] += bias[i];
+            }
+        if (e == EPI_GELU) /* vectorised, on this thread's share of each token's row */
+            for (int t = t0; t < t1; t++) kt->gelu(out + (size_t)t * (size_t)ldo + r0, r1 - r0);
+    }
+}
+
+typedef struct {
+    const kernel_table *kt;
+    const matrix *w;
+    const float *bias, *x;
+    const q8_group *xq;
+    int T;
+    float *out;
+    int64_t ldo;
+    epilogue e;
+} matmul_task;
+
+/* The split of a matrix multiplication over threads, and the rule that keeps the results the
+   same whatever the split: each thread takes a contiguous share of the weight rows (in
+   groups of 4) for every token, and every output element is computed by one fixed sequence
+   of operations that depends neither on the share its row falls in nor on the tile shape it
+   lands in. The dot-product tiles give each (row, token) the bits a 1 x 1 tile gives, the bias
+   is one addition per element, and GELU is elementwise with the same vector code for every
+   number, so ragged shares at the ends cannot change a bit (a scalar tail in the AVX2 GELU
+   once did, with 3, 5, 6 and 7 threads). */
+static void matmul_worker(void *arg, int ith, int nth) {
+    matmul_task *a = arg;
+    int64_t lo, hi;
+    split_range(a->w->rows, 4, ith, nth, &lo, &hi);
+    matmul_rows(a->kt, a->w, a->bias, a->x, a->xq, a->T, a->out, a->ldo, lo, hi, a->e);
+}
+
+typedef struct {
+    const kernel_table *kt;
+    const float *x;
+    int64_t n;
+    int T;
+    q8_group *xq;
+} quantize_task;
+
+static void quantize_worker(void *arg, int ith, int nth) {
+    quantize_task *a = arg;
+    int64_t lo, hi, ldq = q8_groups(a->n);
+    split_range(a->T, 1, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) a->kt->quantize_q8(a->x + t * a->n, a->n, a->xq + t * ldq);
+}
+
+/* ==========================================================================================
+ * §4 Transformer
+ * ==========================================================================================
+ * forward(): T new tokens in, logits out.
+ *
+ *   x = wte[id] + wpe[pos]                          // (T, C) the residual stream
+ *   for each of the L blocks:
+ *       x += attn_out(attention(ln1(x)))             masked multi-head self-attention
+ *       x += proj(gelu(fc(ln2(x))))                  MLP
+ *   logits = lnf(x) @ wte^T                          // (T, V) (GPT-2 ties the output to wte)
+ *
+ * Attention. For each head, a token's query is compared with the keys of itself and of every
+ * earlier token (never a later one: that is the causal mask), the scores q.k / sqrt(HS) go
+ * through a softmax, and the result is the weighted sum of the values. The KV cache keeps the
+ * keys and values of every token already processed, per block and head, so each new token
+ * costs one pass over the weights plus a pass over the cache.
+ *
+ * KV cells. The cache is a set of numbered cells, each holding one token's keys and values.
+ * In the usual case token at position p lives in cell p of the main cache. Beam search adds
+ * an arena: each beam's generated tokens live in arena cells, and a beam attends to the
+ * prompt's cells plus the list of arena cells on its own history. Beams that share history
+ * share cells, so reordering beams copies a few indices, never keys or values.
+ * ---------------------------------------------------------------------------------------- */
+
+/* What one row of a batch attends to and where its keys and values go. */
+typedef struct {
+    int32_t pos;            /* position of the token: row of wpe */
+    int32_t n_main;         /* attends to main cells [0, n_main) ... */
+    const int32_t *extra;   /* ... then to these arena cells, in order */
+    int32_t n_extra;
+    int32_t dst_arena;      /* its keys/values go to this arena cell, or -1: main cell `pos` */
+} row_view;
+
+typedef struct {
+    float *k, *v;           // (L, NH, cells, HS) keys and values
+    int32_t cells;
+} kv_store;
+
+#define GPT2_MAX_BATCH 512
+#define LOGIT_ROWS 16 /* rows of logits computed at a time when only their loss is needed */
+
+struct gpt2_context {
+    const gpt2_model *m;
+    int32_t n_ctx;          /* P: cells in the main cache */
+    int32_t n_past;         /* tokens in the main cache */
+    int32_t n_batch;        /* most rows in one forward pass */
+    int32_t n_threads;
+    pool *pool;
+    kv_store cache;         /* main cache, (L, NH, P, HS) */
+    kv_store arena;         /* beam search's cells, (L, NH, cells, HS); empty otherwise */
+    /* activations of one forward pass, for up to n_batch rows */
+    float *x;               // (n_batch, C)  residual stream
+    float *xn;              // (n_batch, C)  layernormed x
+    float *qkv;             // (n_batch, 3C) queries | keys | values
+    float *y;               // (n_batch, C)  attention output, heads concatenated
+    float *h;               // (n_batch, F)  MLP hidden layer
+    q8_group *xq;           // (n_batch, q8_groups(F)) the input of a q8_0 matmul, quantized
+    float *scores;          // (n_threads, 4, P) attention scores: 4 rows per thread
+    float *emb;             // (2, C)        dequantized embedding rows
+    row_view *views;        // (n_batch)
+    /* decoding scratch */
+    float *logits;          // (rows, V)     logits being decoded (LOGIT_ROWS rows, or B)
+    int32_t logits_rows;
+    float *work;            // (V)           sort keys, probabilities
+    uint32_t *order;        // (2, V)        radix sort of the vocabulary
+    uint8_t *seen;          // (V)           ids already penalised
+    int32_t *seq;           // (P + 1)       prompt + generated ids
+};
+
+gpt2_context_params gpt2_context_default_params(void) {
+    gpt2_context_params p = {1, 0};
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    p.n_threads = n > 0 ? (int32_t)(n > 64 ? 64 : n) : 1;
+    return p;
+}
+
+static void kv_free(kv_store *s) {
+    free(s->k);
+    free(s->v);
+    s->k = s->v = NULL;
+    s->cells = 0;
+}
+
+static bool kv_alloc(kv_store *s, const gpt2_model *m, int32_t cells) {
+    size_t n = (size_t)m->cfg.n_layer * (size_t)m->cfg.n_embd * (size_t)cells;
+    kv_free(s);
+    /* cache-line aligned, and not cleared: a cell is always written before it is read, and
+       pages never touched cost no memory */
+    s->k = alloc64(n * sizeof(float));
+    s->v = alloc64(n * sizeof(float));
+    if (!s->k || !s->v) {
+        kv_free(s);
+        return false;
+    }
+    s->cells = cells;
+    return true;
+}
+
+/* The key (or value) vector of a cell for block l, head h: HS floats. */
+static float *kv_row(const kv_store *s, float *base, const gpt2_config *cf, int l, int h, int32_t cell) {
+    int HS = cf->n_embd / cf->n_head;
+    return base + (((size_t)l * (size_t)cf->n_head + (size_t)h) * (size_t)s->cells + (size_t)cell) * (size_t)HS;
+}
+
+void gpt2_context_free(gpt2_context *c) {
+    if (!c) return;
+    pool_free(c->pool);
+    kv_free(&c->cache);
+    kv_free(&c->arena);
+    free(c->x); free(c->xn); free(c->qkv); free(c->y); free(c->h); free(c->xq); free(c->scores);
+    free(c->emb); free(c->views); free(c->logits); free(c->work); free(c->order);
+    free(c->seen); free(c->seq);
+    free(c);
+}
+
+gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, gpt2_context **out) {
+    if (!out) return GPT2_E_ARG;
+    *out = NULL;
+    if (!m) return GPT2_E_ARG;
+    gpt2_context_params d = gpt2_context_default_params();
+    if (!p) p = &d;
+    if (p->n_threads < 1 || p->n_threads > 256 || p->n_ctx < 0) return GPT2_E_ARG;
+    gpt2_context *c = calloc(1, sizeof *c);
+    if (!c) return GPT2_E_NOMEM;
+    const gpt2_config *cf = &m->cfg;
+    c->m = m;
+    c->n_ctx = p->n_ctx == 0 || p->n_ctx > cf->n_ctx ? cf->n_ctx : p->n_ctx;
+    c->n_batch = c->n_ctx < GPT2_MAX_BATCH ? c->n_ctx : GPT2_MAX_BATCH;
+    c->n_threads = p->n_threads;
+    size_t B = (size_t)c->n_batch, C = (size_t)cf->n_embd, V = (size_t)cf->n_vocab;
+    c->x = alloc64(B * C * sizeof(float));
+    c->xn = alloc64(B * C * sizeof(float));
+    c->qkv = alloc64(B * 3 * C * sizeof(float));
+    c->y = alloc64(B * C * sizeof(float));
+    c->h = alloc64(B * (size_t)m->n_ff * sizeof(float));
+    size_t ldq = (size_t)q8_groups(m->n_ff > cf->n_embd ? m->n_ff : cf->n_embd);
+    c->xq = alloc64(B * ldq * sizeof(q8_group));
+    c->scores = malloc((size_t)c->n_threads * 4 * (size_t)c->n_ctx * sizeof(float));
+    c->emb = malloc(2 * C * sizeof(float));
+    c->views = malloc(B * sizeof *c->views);
+    c->logits = alloc64((size_t)LOGIT_ROWS * V * sizeof(float));
+    c->work = malloc(V * sizeof(float));
+    c->order = malloc(2 * V * sizeof(uint32_t));
+    c->logits_rows = LOGIT_ROWS;
+    c->seen = calloc(V, 1);
+    c->seq = malloc(((size_t)c->n_ctx + 1) * sizeof(int32_t));
+    c->pool = pool_new(c->n_threads);
+    if (!c->x || !c->xn || !c->qkv || !c->y || !c->h || !c->xq || !c->scores || !c->emb || !c->views ||
+        !c->logits || !c->work || !c->order || !c->seen || !c->seq || !c->pool ||
+        !kv_alloc(&c->cache, m, c->n_ctx)) {
+        gpt2_context_free(c);
+        return GPT2_E_NOMEM;
+    }
+    *out = c;
+    return GPT2_OK;
+}
+
+void gpt2_context_reset(gpt2_context *c) {
+    if (c) c->n_past = 0;
+}
+int32_t gpt2_context_length(const gpt2_context *c) { return c ? c->n_past : 0; }
+int32_t gpt2_context_size(const gpt2_context *c) { return c ? c->n_ctx : 0; }
+
+/* out (T, rows) = epilogue(x (T, cols) @ w^T + bias), split by weight rows over the threads.
+   For q8_0 weights x is first quantized into c->xq, (T, q8_groups(cols)). */
+static void matmul(gpt2_context *c, const matrix *w, const float *bias, const float *x, int T,
+                   float *out, epilogue e) {
+    matmul_task a = {c->m->kt, w, bias, x, NULL, T, out, w->rows, e};
+    if (w->type == GPT2_TYPE_Q8_0) {
+        quantize_task q = {c->m->kt, x, w->cols, T, c->xq};
+        if (T >= 8) pool_run(c->pool, quantize_worker, &q);
+        else quantize_worker(&q, 0, 1);
+        a.xq = c->xq;
+    }
+    pool_run(c->pool, matmul_worker, &a);
+}
+
+/* ---- attention ------------------------------------------------------------------------- */
+
+/* One head of causal self-attention for one query, the plain way: q (HS) is compared with the
+   n keys K (n, HS) of the cells it may see (its own and every earlier one: never a later
+   one, which is the causal mask), the scores q.k / sqrt(HS) go through a softmax, and y (HS)
+   is the sum of the n values V (n, HS) weighted by them. scores holds n floats. The tiled
+   attention below computes the same for many queries and heads at once; the tests compare
+   the two on every kernel path. */
+REFERENCE static void attention_head_reference(float *y, const float *q, const float *K, const float *V,
+                                     int32_t n, int HS, float *scores) {
+    float mx = -INFINITY;
+    for (int32_t j = 0; j < n; j++) {                       // a score for every visible key
+        float s = 0.0f;
+        for (int i = 0; i < HS; i++) s += q[i] * K[(size_t)j * (size_t)HS + (size_t)i];
+        scores[j] = s / sqrtf((float)HS);
+        mx = scores[j] > mx ? scores[j] : mx;
+    }
+    float sum = 0.0f;
+    for (int32_t j = 0; j < n; j++) {                       // softmax
+        scores[j] = expf(scores[j] - mx);
+        sum += scores[j];
+    }
+    for (int i = 0; i < HS; i++) y[i] = 0.0f;
+    for (int32_t j = 0; j < n; j++)                         // the weighted sum of the values
+        for (int i = 0; i < HS; i++) y[i] += scores[j] / sum * V[(size_t)j * (size_t)HS + (size_t)i];
+}
+
+typedef struct {
+    gpt2_context *c;
+    int l;          /* block */
+    int T;
+} attn_task;
+
+/* softmax(scores / sqrt(HS)) over n entries, in place */
+static void attention_softmax(const kernel_table *kt, float *scores, int32_t n, float scale) {
+    for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / scale;
+    float sum = softmax_exps(kt, scores, n);
+    for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / sum;
+}
+
+/* Beam search (§6) keeps each beam's generated tokens in arena cells: a row whose view has
+   n_extra > 0 attends to the main cells [0, n_main) as every row does, then to its arena
+   cells. These two add those cells to the plain path's scores and values; without beams
+   they do nothing. q is the row's query (HS), scores its row of scores (n_main + n_extra),
+   y its output (HS). */
+static void arena_scores(const gpt2_context *c, int l, int h, const row_view *rv, const float *q,
+                         float *scores) {
+    const gpt2_config *cf = &c->m->cfg;
+    const size_t HS = (size_t)(cf->n_embd / cf->n_head);
+    for (int32_t e = 0; e < rv->n_extra; e++)
+        c->m->kt->dot[WT_F32]((const uint8_t *)kv_row(&c->arena, c->arena.k, cf, l, h, rv->extra[e]),
+                              HS * sizeof(float), 1, q, HS, 1, (int64_t)HS, scores + rv->n_main + e, 1);
+}
+
+static void arena_values(const gpt2_context *c, int l, int h, const row_view *rv,
+                         const float *scores, float *y) {
+    const gpt2_config *cf = &c->m->cfg;
+    const int64_t HS = cf->n_embd / cf->n_head;
+    for (int32_t e = 0; e < rv->n_extra; e++)
+        c->m->kt->weighted_sum(kv_row(&c->arena, c->arena.v, cf, l, h, rv->extra[e]), (size_t)HS,
+                               scores + rv->n_main + e, 1, HS, y);
+}
+
+/* y[t, head h] = softmax(q . K^T / sqrt(HS)) V over the cells row t may see.
+   Work items are (head, block of up to 4 rows): the block's queries meet each key together
+   in one tile (a score has the same bits whichever tile computes it), and each value row is
+   read once for the block's queries. */
+static void attention_worker(void *arg, int ith, int nth) {
+    attn_task *a = arg;
+    gpt2_context *c = a->c;
+    const kernel_table *kt = c->m->kt;
+    const gpt2_config *cf = &c->m->cfg;
+    const int C = cf->n_embd, NH = cf->n_head, HS = C / NH;
+    const float scale = sqrtf((float)HS);
+    const size_t row_bytes = (size_t)HS * sizeof(float), P = (size_t)c->n_ctx;
+    float *scores = c->scores + (size_t)ith * 4 * P;   // (4, P)
+    const int n_blocks = (a->T + 3) / 4;
+    int64_t lo, hi;
+    split_range((int64_t)n_blocks * NH, 1, ith, nth, &lo, &hi);
+    for (int64_t item = lo; item < hi; item++) {
+        int t0 = (int)(item / NH) * 4, h = (int)(item % NH);
+        int nq = a->T - t0 < 4 ? a->T - t0 : 4;
+        const float *Q = c->qkv + (size_t)t0 * 3 * C + (size_t)h * HS;      // (nq, HS), 3C apart
+        float *Y = c->y + (size_t)t0 * C + (size_t)h * HS;                  // (nq, HS), C apart
+        /* scores against the main cache's keys (contiguous rows), up to the longest view */
+        int32_t n_main[4], n_max = 0;
+        for (int q = 0; q < nq; q++) {
+            n_main[q] = c->views[t0 + q].n_main;
+            n_max = n_main[q] > n_max ? n_main[q] : n_max;
+        }
+        const float *K = kv_row(&c->cache, c->cache.k, cf, a->l, h, 0);   // (n_max, HS)
+        for (int32_t j = 0; j < n_max; j += 4) {
+            int nr = n_max - j < 4 ? n_max - j : 4;
+            kt->dot[WT_F32]((const uint8_t *)(K + (size_t)j * HS), row_bytes, nr, Q, (size_t)3 * C,
+                            nq, HS, scores + j, P);
+        }
+        for (int q = 0; q < nq; q++) {
+            const row_view *rv = &c->views[t0 + q];
+            float *sq = scores + (size_t)q * P;   // (n_main + n_extra) this row's scores
+            arena_scores(c, a->l, h, rv, Q + (size_t)q * 3 * C, sq);
+            attention_softmax(kt, sq, rv->n_main + rv->n_extra, scale);
+            memset(Y + (size_t)q * C, 0, row_bytes);
+        }
+        /* y = sum_j p_j v_j over the main cache's values, for the block's rows together */
+        kt->weighted_sum4(kv_row(&c->cache, c->cache.v, cf, a->l, h, 0), (size_t)HS, scores, P,
+                          n_main, nq, HS, Y, (size_t)C);
+        for (int q = 0; q < nq; q++)
+            arena_values(c, a->l, h, &c->views[t0 + q], scores + (size_t)q * P, Y + (size_t)q * C);
+    }
+}
+
+typedef struct {
+    float *out;
+    const float *x, *w, *b;
+    int C, first, T;
+    float eps;
+} norm_task;
+
+static void layernorm_worker(void *arg, int ith, int nth) {
+    norm_task *a = arg;
+    int64_t lo, hi;
+    split_range(a->T - a->first, 1, ith, nth, &lo, &hi);
+    for (int64_t t = a->first + lo; t < a->first + hi; t++)
+        layernorm(a->out + (size_t)t * a->C, a->x + (size_t)t * a->C, a->w, a->b, a->C, a->eps);
+}
+
+/* out[t] = layernorm(x[t]) for t in [first, T): split over the threads when there are many */
+static void layernorm_rows(gpt2_context *c, float *out, const float *x, const float *w,
+                           const float *b, int first, int T) {
+    const gpt2_model *m = c->m;
+    norm_task a = {out, x, w, b, m->cfg.n_embd, first, T, m->eps};
+    if (T - first < 8) layernorm_worker(&a, 0, 1);
+    else pool_run(c->pool, layernorm_worker, &a);
+}
+
+/* ---- the forward pass ------------------------------------------------------------------ */
+
+typedef enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL } logits_mode;
+
+/* Runs T tokens (T <= n_batch) through the model. views[t] says where token t sits and what it
+   sees; its keys and values are written to the cell the view names. logits receives (T, V)
+   for LOGITS_ALL, (V) for LOGITS_LAST. */
+static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, float *logits) {
+    const gpt2_model *m = c->m;
+    const gpt2_config *cf = &m->cfg;
+    const int C = cf->n_embd, NH = cf->n_head, HS = C / NH;
+    const row_view *views = c->views;
+    float *x = c->x, *xn = c->xn, *qkv = c->qkv, *y = c->y, *h = c->h;
+
+    /* token embedding + position embedding */
+    for (int t = 0; t < T; t++) {
+        float *te = c->emb, *pe = c->emb + C;
+        dequantize_row(&m->wte, ids[t], te);
+        dequantize_row(&m->wpe, views[t].pos, pe);
+        for (int i = 0; i < C; i++) x[(size_t)t * C + i] = te[i] + pe[i];   // (T, C)
+    }
+
+    for (int l = 0; l < cf->n_layer; l++) {
+        const block_weights *b = &m->blocks[l];
+        /* attention: ln1 -> q, k, v -> cache -> softmax(q k^T / sqrt(HS)) v -> projection */
+        layernorm_rows(c, xn, x, b->ln1_w, b->ln1_b, 0, T);                         // (T, C)
+        matmul(c, &b->qkv, b->qkv_b, xn, T, qkv, EPI_STORE);                        // (T, 3C)
+        /* each token's keys and values (per head) go to its cache cell */
+        for (int t = 0; t < T; t++) {
+            const row_view *rv = &views[t];
+            const kv_store *s = rv->dst_arena >= 0 ? &c->arena : &c->cache;
+            int32_t cell = rv->dst_arena >= 0 ? rv->dst_arena : rv->pos;
+            for (int hd = 0; hd < NH; hd++) {
+                memcpy(kv_row(s, s->k, cf, l, hd, cell), qkv + (size_t)t * 3 * C + C + (size_t)hd * HS,
+                       (size_t)HS * sizeof(float));
+                memcpy(kv_row(s, s->v, cf, l, hd, cell), qkv + (size_t)t * 3 * C + 2 * C + (size_t)hd * HS,
+                       (size_t)HS * sizeof(float));
+            }
+        }
+        attn_task at = {c, l, T};
+        pool_run(c->pool, attention_worker, &at);                                   // y (T, C)
+        matmul(c, &b->attn_out, b->attn_out_b, y, T, x, EPI_ADD);                   // x += (T, C)
+
+        /* MLP: ln2 -> fc -> gelu -> proj */
+        layernorm_rows(c, xn, x, b->ln2_w, b->ln2_b, 0, T);                         // (T, C)
+        matmul(c, &b->fc, b->fc_b, xn, T, h, EPI_GELU);                             // (T, F)
+        matmul(c, &b->proj, b->proj_b, h, T, x, EPI_ADD);                           // x += (T, C)
+    }
+
+    /* final layernorm and the output matrix, only for the rows whose logits are wanted */
+    if (lm == LOGITS_NONE) return;
+    int first = lm == LOGITS_LAST ? T - 1 : 0;
+    layernorm_rows(c, xn, x, m->lnf_w, m->lnf_b, first, T);                         // (T, C)
+    if (logits)
+        matmul(c, &m->lm_head, NULL, xn + (size_t)first * C, T - first, logits, EPI_STORE); // (T, V)
+}
+
+/* Sets views for T rows that follow the main cache sequentially (the usual case). */
+static void seq_views(gpt2_context *c, int T) {
+    for (int t = 0; t < T; t++) {
+        row_view *rv = &c->views[t];
+        rv->pos = c->n_past + t;
+        rv->n_main = rv->pos + 1;
+        rv->extra = NULL;
+        rv->n_extra = 0;
+        rv->dst_arena = -1;
+    }
+}
+
+/* Runs n tokens through the model after the main cache's n_past, in forward passes of at most
+   n_batch rows, appending their keys and values. With LOGITS_ALL, logits receives (n, V) (or,
+   if logits is NULL, each pass leaves lnf(x) of its rows in c->xn); with LOGITS_LAST, (V)
+   for the last token. After each pass, `then` (if not NULL) sees where the pass started in
+   ids and its row count. This is the one loop over batches: gpt2_eval, generation and
+   perplexity all feed tokens through it. */
+typedef void (*pass_fn)(gpt2_context *c, size_t first, int T, void *arg);
+
+static void forward_passes(gpt2_context *c, const int32_t *ids, size_t n, logits_mode lm,
+                           float *logits, pass_fn then, void *arg) {
+    const size_t V = (size_t)c->m->cfg.n_vocab;
+    for (size_t i = 0; i < n;) {
+        int T = n - i < (size_t)c->n_batch ? (int)(n - i) : c->n_batch;
+        seq_views(c, T);
+        bool last_pass = i + (size_t)T == n;
+        logits_mode mode = lm == LOGITS_ALL ? LOGITS_ALL
+                         : lm == LOGITS_LAST && last_pass ? LOGITS_LAST : LOGITS_NONE;
+        forward(c, ids + i, T, mode, mode == LOGITS_ALL && logits ? logits + i * V : logits);
+        c->n_past += T;
+        if (then) then(c, i, T, arg);
+        i += (size_t)T;
+    }
+}
+
+/* forward_passes after checking that the tokens fit and are in the vocabulary */
+static gpt2_status eval_tokens(gpt2_context *c, const int32_t *ids, size_t n, logits_mode lm,
+                               float *logits) {
+    const int32_t V = c->m->cfg.n_vocab;
+    if (n > (size_t)(c->n_ctx - c->n_past)) return GPT2_E_CONTEXT_FULL;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V) return GPT2_E_ARG;
+    forward_passes(c, ids, n, lm, logits, NULL, NULL);
+    return GPT2_OK;
+}
+
+gpt2_status gpt2_eval(gpt2_context *c, const int32_t *ids, size_t n, float *logits) {
+    if (!c || (!ids && n)) return GPT2_E_ARG;
+    if (n == 0) return GPT2_OK;
+    return eval_tokens(c, ids, n, logits ? LOGITS_ALL : LOGITS_NONE, logits);
+}
+
+/* log-sum-exp of a row, in double: the loss is a difference of two large numbers, so it is
+   summed in double rather than through softmax_exps' float lanes */
+static double logsumexp(const float *x, int32_t n) {
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    if (mx == -INFINITY) return -INFINITY;
+    double s = 0;
+    for (int32_t i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    return mx + log(s);
+}
+
+/* The scoring of one window: ids is the window (its tokens from `begin` of the text), and a
+   token is scored when its index in the text is at least `first`. */
+typedef struct {
+    const int32_t *ids;
+    size_t begin, first;
+    double nll_sum;
+    size_t scored;
+} ppl_window;
+
+/* after a forward pass of T rows starting at window index i: c->xn holds lnf(x); the row of
+   token a predicts token a + 1. Logits are made LOGIT_ROWS rows at a time, and only for
+   rows that are scored. */
+static void score_pass(gpt2_context *c, size_t i, int T, void *arg) {
+    ppl_window *w = arg;
+    const gpt2_model *m = c->m;
+    const int32_t V = m->cfg.n_vocab, C = m->cfg.n_embd;
+    for (int r0 = 0; r0 < T; r0 += LOGIT_ROWS) {
+        int nr = T - r0 < LOGIT_ROWS ? T - r0 : LOGIT_ROWS;
+        if (w->begin + i + (size_t)(r0 + nr) < w->first) continue; /* no scored row here */
+        matmul(c, &m->lm_head, NULL, c->xn + (size_t)r0 * C, nr, c->logits, EPI_STORE); // (nr, V)
+        for (int r = 0; r < nr; r++) {
+            size_t a = w->begin + i + (size_t)(r0 + r); /* index in the text */
+            if (a + 1 < w->first) continue;
+            const float *row = c->logits + (size_t)r * V;
+            w->nll_sum += logsumexp(row, V) - row[w->ids[i + (size_t)(r0 + r) + 1]];
+            w->scored++;
+        }
+    }
+}
+
+gpt2_status gpt2_perplexity(gpt2_context *c, const int32_t *ids, size_t n, int32_t max_len,
+                            int32_t stride, double *ppl, double *nll_mean) {
+    if (!c || !ids || !ppl || max_len < 0 || stride < 0) return GPT2_E_ARG;
+    if (max_len == 0 || max_len > c->n_ctx) max_len = c->n_ctx;
+    if (stride == 0) stride = max_len;
+    if (stride > max_len || n < 2) return GPT2_E_ARG;
+    const int32_t V = c->m->cfg.n_vocab;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V) return GPT2_E_ARG;
+    /* Hugging Face's recipe ("Perplexity of fixed-length models"): windows [begin, end) of at
+       most max_len tokens, begin advancing by stride; each window scores the tokens in
+       [prev_end, end) that have a token before them in the window (labels before them are
+       -100); ppl = exp(total NLL / tokens scored). */
+    double nll_sum = 0;
+    size_t scored = 0, prev_end = 0;
+    for (size_t begin = 0; begin < n; begin += (size_t)stride) {
+        size_t end = begin + (size_t)max_len < n ? begin + (size_t)max_len : n;
+        ppl_window w = {ids + begin, begin, prev_end > begin + 1 ? prev_end : begin + 1, nll_sum, scored};
+        gpt2_context_reset(c);
+        /* feed ids[begin, end - 1): the last token predicts nothing inside the window */
+        forward_passes(c, ids + begin, end - 1 - begin, LOGITS_ALL, NULL, score_pass, &w);
+        nll_sum = w.nll_sum;
+        scored = w.scored;
+        prev_end = end;
+        if (end == n) break;
+    }
+    gpt2_context_reset(c);
+    double mean = nll_sum / (double)scored;
+    if (nll_mean) *nll_mean = mean;
+    *ppl = exp(mean);
+    return GPT2_OK;
+}
+
+/* ==========================================================================================
+ * §5 Decoding: from logits to the next token
+ * ==========================================================================================
+ * The model gives a score (logit) for every token of the vocabulary. Decoding strategies:
+ *   greedy        take the highest score (the first one on ties)
+ *   sampling      turn scores into probabilities (softmax) and draw one at random; before that,
+ *                 reshape the distribution with the "logits processors", in Hugging Face's order:
+ *                   repetition penalty  make tokens already in the text less likely
+ *                   temperature         divide by T: T < 1 sharpens, T > 1 flattens
+ *                   top-k               keep the k highest scores (and ties with the k-th)
+ *                   top-p (nucleus)     keep the smallest top set whose probability is >= p
+ *   beam search   keep the B best partial sequences by total log-probability (§6)
+ * Removed tokens get a score of -infinity, i.e. probability 0.
+ * ---------------------------------------------------------------------------------------- */
+
+/* Repetition penalty over the DISTINCT ids of prev: s / r if s > 0, else s * r. seen (V bytes,
+   all zero) marks ids already done; NULL: check earlier entries of prev instead. */
+static void repetition_penalty(float *logits, int32_t V, const int32_t *prev, size_t n_prev,
+                               float r, uint8_t *seen) {
+    for (size_t i = 0; i < n_prev; i++) {
+        int32_t id = prev[i];
+        if (id < 0 || id >= V) continue;
+        if (seen) {
+            if (seen[id]) continue;
+            seen[id] = 1;
+        } else {
+            size_t j = 0;
+            while (j < i && prev[j] != id) j++;
+            if (j < i) continue;
+        }
+        float s = logits[id];
+        logits[id] = s < 0 ? s * r : s / r;
+    }
+    if (seen)
+        for (size_t i = 0; i < n_prev; i++)
+            if (prev[i] >= 0 && prev[i] < V) seen[prev[i]] = 0;
+}
+
+/* A float's bits mapped to an unsigned integer of the same order (-inf lowest). */
+static uint32_t float_key(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+
+/* Sorts the n ids in ids[] by their logits ascending, stably (equal values keep their
+   order), with a three-pass radix sort on 11-bit digits: linear time, ~0.3 ms for all of
+   GPT-2's vocabulary. tmp (n) and keybuf (one float per vocabulary entry) are scratch. */
+static void sort_ascending(const float *logits, uint32_t *ids, int32_t n, uint32_t *tmp,
+                           float *keybuf) {
+    uint32_t *keys = (uint32_t *)(void *)keybuf; /* keys[id]: an order-preserving integer */
+    for (int32_t i = 0; i < n; i++) keys[ids[i]] = float_key(logits[ids[i]]);
+    uint32_t *src = ids, *dst = tmp;
+    for (int pass = 0; pass < 3; pass++) {
+        int shift = 11 * pass;
+        uint32_t count[2048] = {0};
+        for (int32_t i = 0; i < n; i++) count[(keys[src[i]] >> shift) & 2047]++;
+        uint32_t sum = 0;
+        for (int d = 0; d < 2048; d++) {
+            uint32_t cnt = count[d];
+            count[d] = sum;
+            sum += cnt;
+        }
+        for (int32_t i = 0; i < n; i++) dst[count[(keys[src[i]] >> shift) & 2047]++] = src[i];
+        uint32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != ids) memcpy(ids, src, (size_t)n * sizeof *ids); /* odd pass count: copy back */
+}
+
+/* scratch for the processors: work (V floats), order (2V) */
+typedef struct {
+    float *work;
+    uint32_t *order;
+    uint8_t *seen;
+} proc_scratch;
+
+/* top-k: remove every score strictly below the k-th highest (ties with it all stay). */
+static void top_k_filter(float *logits, int32_t V, int32_t k, int32_t min_keep, proc_scratch *ps) {
+    if (k < min_keep) k = min_keep;
+    if (k <= 0 || k >= V) return;
+    for (int32_t i = 0; i < V; i++) ps->order[i] = (uint32_t)i;
+    sort_ascending(logits, ps->order, V, ps->order + V, ps->work);
+    float kth = logits[ps->order[V - k]];
+    for (int32_t i = 0; i < V; i++)
+        if (logits[i] < kth) logits[i] = -INFINITY;
+}
+
+/* The value a user most likely typed for a float parameter (0.9f -> 0.9), so that 1 - p is
+   computed as Python computes it from the same text. */
+static double typed_value(float f) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", (double)f);
+    return strtod(buf, NULL);
+}
+
+/* top-p as Hugging Face computes it: sort ascending, float32 softmax, running sum (each
+   partial sum rounded to float32), remove entries whose running sum is <= 1 - p, but never
+   the highest. In words: keep a token iff the probability mass above it is < p. */
+static void top_p_filter(float *logits, int32_t V, float top_p, int32_t min_keep, proc_scratch *ps) {
+    if (!(top_p < 1.0f)) return;
+    /* only the surviving entries: one removed earlier (by top-k) has probability 0, adds
+       nothing to the running sum and stays removed, so sorting it changes nothing */
+    uint32_t *order = ps->order;
+    int32_t m = 0;
+    for (int32_t i = 0; i < V; i++)
+        if (logits[i] != -INFINITY) order[m++] = (uint32_t)i;
+    if (m == 0) return;
+    sort_ascending(logits, order, m, order + V, ps->work);
+    float mx = logits[order[m - 1]];
+    float *e = ps->work; /* (m) exp(x - max) in sorted order (the sort is done with work) */
+    double sum = 0;
+    for (int32_t i = 0; i < m; i++) {
+        e[i] = expf(logits[order[i]] - mx);
+        sum += e[i];
+    }
+    float inv = 1.0f / (float)sum;
+    float threshold = (float)(1.0 - typed_value(top_p));
+    float cum = 0.0f;
+    for (int32_t i = 0; i < m - min_keep; i++) { /* the min_keep highest always stay */
+        cum = (float)((double)cum + (double)(e[i] * inv));
+        if (cum > threshold) break;
+        logits[order[i]] = -INFINITY;
+    }
+}
+
+static void process_logits(const gpt2_sampling *s, float *logits, int32_t V, const int32_t *prev,
+                           size_t n_prev, proc_scratch *ps) {
+    if (s->repetition_penalty != 1.0f && s->repetition_penalty > 0)
+        repetition_penalty(logits, V, prev, n_prev, s->repetition_penalty, ps->seen);
+    if (s->temperature > 0 && s->temperature != 1.0f)
+        for (int32_t i = 0; i < V; i++) logits[i] = logits[i] / s->temperature;
+    int32_t min_keep = s->min_tokens_to_keep > 1 ? s->min_tokens_to_keep : 1;
+    if (s->top_k > 0) top_k_filter(logits, V, s->top_k, min_keep, ps);
+    if (s->top_p < 1.0f && s->top_p >= 0) top_p_filter(logits, V, s->top_p, min_keep, ps);
+}
+
+void gpt2_process_logits(const gpt2_sampling *s, float *logits, int32_t n_vocab,
+                         const int32_t *prev, size_t n_prev) {
+    if (!s || !logits || n_vocab <= 0 || (!prev && n_prev)) return;
+    proc_scratch ps = {NULL, NULL, NULL};
+    bool sorts = (s->top_k > 0 && s->top_k < n_vocab) || (s->top_p < 1.0f && s->top_p >= 0);
+    if (sorts) {
+        ps.work = malloc((size_t)n_vocab * sizeof(float));
+        ps.order = malloc(2 * (size_t)n_vocab * sizeof(uint32_t));
+        if (!ps.work || !ps.order) { /* no memory: leave the row unfiltered rather than crash */
+            free(ps.work);
+            free(ps.order);
+            ps.work = NULL;
+            ps.order = NULL;
+            sorts = false;
+        }
+    }
+    ps.seen = n_prev > 64 ? calloc((size_t)n_vocab, 1) : NULL;
+    gpt2_sampling s2 = *s;
+    if (!sorts) {
+        s2.top_k = 0;
+        s2.top_p = 1.0f;
+    }
+    process_logits(&s2, logits, n_vocab, prev, n_prev, &ps);
+    free(ps.work);
+    free(ps.order);
+    free(ps.seen);
+}
+
+/* Greedy: the highest score, the first index on ties. */
+static int32_t argmax(const float *x, int32_t n) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* The PRNG: xoshiro256** (Blackman & Vigna), seeded through splitmix64. One generator per
+   generate() call, so the same seed gives the same draws whatever the thread count. */
+typedef struct {
+    uint64_t s[4];
+} rng;
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void rng_seed(rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+/* uniform in [0, 1) with 53 random bits */
+static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
+
+/* Sampling: softmax over the surviving scores, then the first id whose cumulative probability
+   exceeds a uniform draw (ids in increasing order). probs (V floats) is scratch. */
+static int32_t sample(const kernel_table *kt, const float *logits, int32_t V, rng *r, float *probs) {
+    if (logits[argmax(logits, V)] == -INFINITY) return 0; /* nothing survived: cannot happen */
+    memcpy(probs, logits, (size_t)V * sizeof *probs);
+    double total = softmax_exps(kt, probs, V); /* removed tokens: exp(-inf) = 0 */
+    double u = rng_uniform(r) * total, cum = 0;
+    int32_t last = 0;
+    for (int32_t i = 0; i < V; i++) {
+        if (probs[i] == 0.0f) continue;
+        cum += probs[i];
+        last = i;
+        if (cum > u) return i;
+    }
+    return last; /* u within rounding of the total */
+}
+
+/* log_softmax of a row in place, as torch computes it: (x - max) - log(sum(exp(x - max))).
+   scratch holds V floats. */
+static void log_softmax(const kernel_table *kt, float *x, int32_t n, float *scratch) {
+    float mx = x[argmax(x, n)];
+    memcpy(scratch, x, (size_t)n * sizeof *x);
+    float log_sum = logf(softmax_exps(kt, scratch, n));
+    for (int32_t i = 0; i < n; i++) x[i] = (x[i] - mx) - log_sum;
+}
+
+/* ==========================================================================================
+ * §6 Generation: the autoregressive loop
+ * ==========================================================================================
+ * Evaluate the prompt once (filling the KV cache), then repeat: choose a token from the last
+ * logits, hand it to the caller, feed it back through the model. Stop at eos, after
+ * max_new_tokens, when the callback asks to, or when the context is full.
+ * ---------------------------------------------------------------------------------------- */
+
+gpt2_generate_params gpt2_generate_default_params(const gpt2_model *m) {
+    gpt2_generate_params p;
+    memset(&p, 0, sizeof p);
+    p.sampling.temperature = 1.0f;
+    p.sampling.top_k = 0;
+    p.sampling.top_p = 1.0f;
+    p.sampling.repetition_penalty = 1.0f;
+    p.sampling.seed = 0;
+    p.max_new_tokens = 64;
+    p.num_beams = 1;
+    p.length_penalty = 1.0f;
+    p.early_stopping = 0;
+    p.num_return_sequences = 1;
+    p.eos_id = m ? m->cfg.eot_id : -1;
+    return p;
+}
+
+static gpt2_status check_params(const gpt2_context *c, const int32_t *prompt, size_t n_prompt,
+                                const gpt2_generate_params *p) {
+    const gpt2_sampling *s = &p->sampling;
+    const int32_t V = c->m->cfg.n_vocab;
+    if (!(s->temperature >= 0) || isinf(s->temperature) || s->top_k < 0 ||
+        !(s->top_p >= 0 && s->top_p <= 1) || !(s->repetition_penalty > 0) ||
+        isinf(s->repetition_penalty) || p->max_new_tokens < 0 || p->num_beams < 1 ||
+        p->num_beams > GPT2_MAX_BATCH || !isfinite(p->length_penalty) ||
+        p->early_stopping < 0 || p->early_stopping > 2 || p->num_return_sequences < 1 ||
+        p->num_return_sequences > p->num_beams || p->eos_id < -1 || p->eos_id >= V ||
+        s->min_tokens_to_keep < 0)
+        return GPT2_E_ARG;
+    if (n_prompt == 0 || !prompt) return GPT2_E_ARG; /* the model needs at least one token */
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= V) return GPT2_E_ARG;
+    if (n_prompt > (size_t)c->n_ctx) return GPT2_E_CONTEXT_FULL;
+    return GPT2_OK;
+}
+
+static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_generate_params *p,
+                               int32_t *out, size_t cap, size_t *n_out, gpt2_generate_info *info);
+
+gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_prompt,
+                             const gpt2_generate_params *p, int32_t *out, size_t cap,
+                             size_t *n_out, gpt2_on_token cb, void *user,
+                             gpt2_generate_info *info) {
+    if (n_out) *n_out = 0;
+    if (!c || !p || !n_out || (!out && cap)) return GPT2_E_ARG;
+    gpt2_generate_info dummy;
+    memset(&dummy, 0, sizeof dummy);
+    if (!info) info = &dummy;
+    double *scores = info->scores;
+    memset(info, 0, sizeof *info);
+    info->scores = scores;
+    gpt2_status st = check_params(c, prompt, n_prompt, p);
+    if (st) return st;
+    const gpt2_model *m = c->m;
+    const int32_t V = m->cfg.n_vocab;
+
+    double t0 = now_seconds();
+    gpt2_context_reset(c);
+    memcpy(c->seq, prompt, n_prompt * sizeof *prompt);
+    st = eval_tokens(c, prompt, n_prompt, LOGITS_LAST, c->logits);   /* logits (V) */
+    if (st) return st;
+    info->n_prompt = (int32_t)n_prompt;
+    info->prompt_seconds = now_seconds() - t0;
+    double t1 = now_seconds();
+    if (p->num_beams > 1) {
+        st = beam_search(c, n_prompt, p, out, cap, n_out, info);
+        info->gen_seconds = now_seconds() - t1;
+        return st;
+    }
+
+    bool greedy = p->sampling.temperature == 0.0f;
+    gpt2_sampling s = p->sampling;
+    if (greedy) { /* Hugging Face applies no warpers when not sampling */
+        s.temperature = 1.0f;
+        s.top_k = 0;
+        s.top_p = 1.0f;
+    }
+    proc_scratch ps = {c->work, c->order, c->seen};
+    rng r;
+    rng_seed(&r, p->sampling.seed);
+    size_t n_seq = n_prompt;
+    info->stop = GPT2_STOP_LENGTH;
+    for (int32_t i = 0; i < p->max_new_tokens; i++) {
+        if (i > 0) { /* feed the previous token back */
+            if (c->n_past >= c->n_ctx) {
+                info->stop = GPT2_STOP_CONTEXT;
+                st = GPT2_E_CONTEXT_FULL;
+                break;
+            }
+            eval_tokens(c, &c->seq[n_seq - 1], 1, LOGITS_LAST, c->logits);
+        }
+        if (*n_out >= cap) {
+            info->stop = GPT2_STOP_BUFFER;
+            st = GPT2_E_BUFFER;
+            break;
+        }
+        process_logits(&s, c->logits, V, c->seq, n_seq, &ps);
+        int32_t id = greedy ? argmax(c->logits, V) : sample(m->kt, c->logits, V, &r, c->work);
+        out[(*n_out)++] = id;
+        c->seq[n_seq++] = id;
+        info->n_generated++;
+        if (cb) {
+            const char *bytes;
+            size_t len;
+            gpt2_token_bytes(m, id, &bytes, &len);
+            if (cb(user, id, bytes, len)) {
+                info->stop = GPT2_STOP_CALLBACK;
+                break;
+            }
+        }
+        if (id == p->eos_id) {
+            info->stop = GPT2_STOP_EOS;
+            break;
+        }
+    }
+    info->gen_seconds = now_seconds() - t1;
+    return st;
+}
+
+gpt2_status gpt2_generate(gpt2_context *c, const int32_t *prompt, size_t n_prompt,
+                          const gpt2_generate_params *p, int32_t *out, size_t cap, size_t *n_out,
+                          gpt2_on_token cb, void *user) {
+    return gpt2_generate_ex(c, prompt, n_prompt, p, out, cap, n_out, cb, user, NULL);
+}
+
+/* ---- beam search -------------------------------------------------------------------------
+ * Hugging Face transformers 4.40 (`_beam_search` + BeamSearchScorer), step by step:
+ *  - B beams start as the prompt with scores [0, -1e9, ...] (the first step expands beam 0).
+ *  - Each step: per beam, log_softmax of its logits (then processors), plus the beam's score;
+ *    the top 2B of all B*V candidates, best first.
+ *  - Walk them: an eos among the first B ranks finishes a hypothesis (its score is the sum of
+ *    log-probs / generated_length ** length_penalty); other candidates become the next beams,
+ *    until B are found.
+ *  - The finished list keeps the best B. Once it is full, the search is done when
+ *    early_stopping is True, or when no running beam can beat its worst (False / "never").
+ *  - At max_new_tokens the running beams join the finished list; the best are returned.
+ * Scores are float32 sums as in torch; normalised scores and comparisons are in double as in
+ * Python.
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+    double score;       /* normalised */
+    double sum_logprobs;
+    int32_t *tokens;    /* generated ids, without eos */
+    int32_t n;
+    bool eos;
+} hypothesis;
+
+typedef struct {
+    hypothesis *h;      /* in insertion order, as Hugging Face keeps them */
+    int n, cap;
+    double worst;
+} hyp_list;
+
+/* BeamHypotheses.add: keep the best `cap`; ties drop the earliest added. */
+static bool hyp_add(hyp_list *L, const int32_t *tokens, int32_t n, double sum_logprobs,
+                    double lp, bool eos) {
+    double score = sum_logprobs / pow((double)(n + (eos ? 1 : 0)), lp);
+    if (L->n >= L->cap && !(score > L->worst)) return true;
+    int32_t *copy = malloc(((size_t)n + 1) * sizeof *copy);
+    if (!copy) return false;
+    memcpy(copy, tokens, (size_t)n * sizeof *copy);
+    hypothesis hy = {score, sum_logprobs, copy, n, eos};
+    L->h[L->n++] = hy;
+    if (L->n > L->cap) {
+        int worst = 0, second = -1;
+        for (int i = 1; i < L->n; i++)
+            if (L->h[i].score < L->h[worst].score) worst = i;
+        free(L->h[worst].tokens);
+        memmove(&L->h[worst], &L->h[worst + 1], (size_t)(L->n - worst - 1) * sizeof *L->h);
+        L->n--;
+        for (int i = 0; i < L->n; i++)
+            if (second < 0 || L->h[i].score < L->h[second].score) second = i;
+        L->worst = L->h[second].score;
+    } else {
+        L->worst = score < L->worst ? score : L->worst;
+    }
+    return true;
+}
+
+/* BeamHypotheses.is_done */
+static bool hyp_done(const hyp_list *L, double best_sum, int32_t gen_len, int32_t max_new,
+                     double lp, int early_stopping) {
+    if (L->n < L->cap) return false;
+    if (early_stopping == 1) return true;
+    double denom = (early_stopping == 2 && lp > 0) ? pow((double)max_new, lp)
+                                                   : pow((double)gen_len, lp);
+    return L->worst >= best_sum / denom;
+}
+
+typedef struct {
+    float score;        /* running sum of log-probs (float32, as torch keeps beam scores) */
+    int32_t *tokens;    /* (max_new) generated ids */
+    int32_t *cells;     /* (max_new) arena cells of those tokens' keys/values */
+} beam;
+
+typedef struct {
+    float score;
+    int32_t beam, token;
+} candidate;
+
+/* better candidate: higher score; ties: lower flat index (beam * V + token) */
+static bool cand_better(const candidate *a, const candidate *b, int32_t V) {
+    if (a->score != b->score) return a->score > b->score;
+    return (int64_t)a->beam * V + a->token < (int64_t)b->beam * V + b->token;
+}
+
+static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_generate_params *p,
+                               int32_t *out, size_t cap, size_t *n_out, gpt2_generate_info *info) {
+    const gpt2_model *m = c->m;
+    const int32_t V = m->cfg.n_vocab, B = p->num_beams, P = (int32_t)n_prompt;
+    const double lp = p->length_penalty;
+    int32_t N = p->max_new_tokens;
+    gpt2_status st = GPT2_OK;
+    info->stop = GPT2_STOP_LENGTH;
+    if (N > c->n_ctx - P + 1) { /* positions run out before max_new_tokens */
+        N = c->n_ctx - P + 1;
+        info->stop = GPT2_STOP_CONTEXT;
+        st = GPT2_E_CONTEXT_FULL;
+    }
+    /* memory: B beams (two generations), the arena, logits for B rows, the finished list */
+    beam *cur = calloc((size_t)B, sizeof *cur), *nxt = calloc((size_t)B, sizeof *nxt);
+    candidate *cands = malloc(2 * (size_t)B * sizeof *cands);
+    int32_t *seq = malloc(((size_t)P + (size_t)N + 1) * sizeof *seq);
+    int32_t *ids = malloc((size_t)B * sizeof *ids);
+    hyp_list fin = {calloc((size_t)B + 1, sizeof(hypothesis)), 0, B, 1e9};
+    bool ok = cur && nxt && cands && seq && ids && fin.h;
+    for (int32_t b = 0; ok && b < B; b++) {
+        size_t n = (size_t)N + 1;
+        cur[b].tokens = malloc(n * sizeof(int32_t));
+        cur[b].cells = malloc(n * sizeof(int32_t));
+        nxt[b].tokens = malloc(n * sizeof(int32_t));
+        nxt[b].cells = malloc(n * sizeof(int32_t));
+        ok = cur[b].tokens && cur[b].cells && nxt[b].tokens && nxt[b].cells;
+    }
+    if (ok && c->logits_rows < B) {
+        float *l = alloc64((size_t)B * (size_t)V * sizeof(float)); /* nothing to keep */
+        if (l) {
+            free(c->logits);
+            c->logits = l;
+            c->logits_rows = B;
+        }
+        ok = l != NULL;
+    }
+    if (ok && N > 1 && c->arena.cells < (N - 1) * B) ok = kv_alloc(&c->arena, m, (N - 1) * B);
+    if (!ok) {
+        st = GPT2_E_NOMEM;
+        N = 0;
+    }
+    proc_scratch ps = {c->work, c->order, c->seen};
+    memcpy(seq, c->seq, (size_t)P * sizeof *seq);
+    for (int32_t b = 0; ok && b < B; b++) cur[b].score = b == 0 ? 0.0f : -1e9f;
+    /* step 1 scores every beam against the prompt's logits: copy them to each row */
+    for (int32_t b = 1; ok && b < B; b++)
+        memcpy(c->logits + (size_t)b * V, c->logits, (size_t)V * sizeof(float));
+    bool done = false;
+    int32_t steps = 0;
+    for (int32_t step = 1; step <= N; step++) {
+        /* candidates: log_softmax + processors + beam score; keep the best 2B */
+        int n_c = 0;
+        for (int32_t b = 0; b < B; b++) {
+            float *row = c->logits + (size_t)b * V;
+            log_softmax(m->kt, row, V, c->work);
+            if (p->sampling.repetition_penalty != 1.0f) {
+                memcpy(seq + P, cur[b].tokens, (size_t)(step - 1) * sizeof *seq);
+                repetition_penalty(row, V, seq, (size_t)(P + step - 1), p->sampling.repetition_penalty,
+                                   ps.seen);
+            }
+            for (int32_t v = 0; v < V; v++) {
+                candidate cd = {row[v] + cur[b].score, b, v};
+                if (n_c == 2 * B && !cand_better(&cd, &cands[n_c - 1], V)) continue;
+                int i = n_c < 2 * B ? n_c++ : n_c - 1; /* insertion into the sorted top 2B */
+                while (i > 0 && cand_better(&cd, &cands[i - 1], V)) {
+                    cands[i] = cands[i - 1];
+                    i--;
+                }
+                cands[i] = cd;
+            }
+        }
+        /* walk the candidates: eos finishes a hypothesis, the rest become beams */
+        int32_t nb = 0;
+        for (int rank = 0; rank < n_c && nb < B; rank++) {
+            const candidate *cd = &cands[rank];
+            const beam *src = &cur[cd->beam];
+            if (p->eos_id >= 0 && cd->token == p->eos_id) {
+                if (rank >= B) continue;
+                if (!hyp_add(&fin, src->tokens, step - 1, (double)cd->score, lp, true)) {
+                    st = GPT2_E_NOMEM;
+                    break;
+                }
+            } else {
+                beam *dst = &nxt[nb++];
+                dst->score = cd->score;
+                memcpy(dst->tokens, src->tokens, (size_t)(step - 1) * sizeof(int32_t));
+                memcpy(dst->cells, src->cells, (size_t)(step - 1) * sizeof(int32_t));
+                dst->tokens[step - 1] = cd->token;
+            }
+        }
+        if (st == GPT2_E_NOMEM) break;
+        beam *t = cur;
+        cur = nxt;
+        nxt = t;
+        steps = step;
+        done = done || hyp_done(&fin, (double)cands[0].score, step, N, lp, p->early_stopping);
+        if (done || step == N) break;
+        /* feed the B new tokens through the model together: one B-row forward pass */
+        for (int32_t b = 0; b < B; b++) {
+            row_view *rv = &c->views[b];
+            cur[b].cells[step - 1] = (step - 1) * B + b;
+            ids[b] = cur[b].tokens[step - 1];
+            rv->pos = P + step - 1;
+            rv->n_main = P;
+            rv->extra = cur[b].cells;
+            rv->n_extra = step;
+            rv->dst_arena = (step - 1) * B + b;
+        }
+        forward(c, ids, B, LOGITS_ALL, c->logits);
+    }
+    info->n_generated = steps;
+    if (st != GPT2_E_NOMEM) {
+        if (done) info->stop = GPT2_STOP_EOS;
+        else /* the running beams join the finished list, normalised by the full length */
+            for (int32_t b = 0; b < B && st != GPT2_E_NOMEM; b++)
+                if (!hyp_add(&fin, cur[b].tokens, steps, (double)cur[b].score, lp, false))
+                    st = GPT2_E_NOMEM;
+    }
+    if (st != GPT2_E_NOMEM) {
+        /* best first; among equal scores the later added first (Python's sorted + pop) */
+        size_t n = 0;
+        int32_t returned = 0;
+        for (int32_t r = 0; r < p->num_return_sequences && fin.n > 0; r++) {
+            int best = fin.n - 1;
+            for (int i = fin.n - 1; i >= 0; i--)
+                if (fin.h[i].score > fin.h[best].score) best = i;
+            hypothesis *hy = &fin.h[best];
+            for (int32_t i = 0; i <= hy->n; i++) {
+                int32_t id = i < hy->n ? hy->tokens[i] : (hy->eos ? p->eos_id : -2);
+                if (id == -2) continue;
+                if (n < cap) out[n] = id;
+                n++;
+            }
+            if (n < cap) out[n] = -1;
+            n++;
+            if (info->scores) info->scores[r] = hy->score;
+            returned++;
+            free(hy->tokens);
+            memmove(hy, hy + 1, (size_t)(fin.n - best - 1) * sizeof *hy);
+            fin.n--;
+        }
+        info->n_hypotheses = returned;
+        *n_out = n < cap ? n : cap;
+        if (n > cap && st == GPT2_OK) st = GPT2_E_BUFFER;
+    }
+    for (int i = 0; i < fin.n; i++) free(fin.h[i].tokens);
+    free(fin.h);
+    for (int32_t b = 0; cur && nxt && b < B; b++) {
+        free(cur[b].tokens); free(cur[b].cells); free(nxt[b].tokens); free(nxt[b].cells);
+    }
+    free(cur); free(nxt); free(cands); free(seq); free(ids);
+    return st;
+}
+
+/* ==========================================================================================
+ * §A SIMD kernels: the fast paths of §3's kernel table, and the choice of one at run time
+ * ==========================================================================================
+ * Each path fills a kernel_table with the operations of §3's scalar path, computed with the
+ * CPU's vector instructions. They follow the same rule: per output element, one fixed
+ * sequence of operations whatever the tile shape (so the thread split and the batching never
+ * change a bit); against the scalar path they differ by rounding only, and the tests hold
+ * them to it. Each function carries its own target attribute, so the file builds without
+ * flags and one binary runs on any CPU of its architecture: kernels_select (at the end of
+ * this appendix) picks what cpuid reports.
+ * ---------------------------------------------------------------------------------------- */
 
 #ifdef GPT2_X86
 /* ---- SIMD tiles ---------------------------------------------------------------------------
@@ -1797,37 +3137,37 @@ AVX2_TARGET static float exp_sum_avx2(float *x, int64_t n, float max) {
 
 AVX2_TARGET static void weighted_sum_avx2(const float *v, size_t ldv, const float *p, int64_t n,
                                           int64_t hs, float *y) {
-    int64_t c = 0;
-    for (; c + 32 <= hs; c += 32) {
-        __m256 a0 = _mm256_loadu_ps(y + c), a1 = _mm256_loadu_ps(y + c + 8);
-        __m256 a2 = _mm256_loadu_ps(y + c + 16), a3 = _mm256_loadu_ps(y + c + 24);
+    int64_t ch = 0;
+    for (; ch + 32 <= hs; ch += 32) {
+        __m256 a0 = _mm256_loadu_ps(y + ch), a1 = _mm256_loadu_ps(y + ch + 8);
+        __m256 a2 = _mm256_loadu_ps(y + ch + 16), a3 = _mm256_loadu_ps(y + ch + 24);
         for (int64_t j = 0; j < n; j++) {
-            const float *vj = v + (size_t)j * ldv + c;
+            const float *vj = v + (size_t)j * ldv + ch;
             __m256 pj = _mm256_set1_ps(p[j]);
             a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), a0);
             a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), a1);
             a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), a2);
             a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), a3);
         }
-        _mm256_storeu_ps(y + c, a0);
-        _mm256_storeu_ps(y + c + 8, a1);
-        _mm256_storeu_ps(y + c + 16, a2);
-        _mm256_storeu_ps(y + c + 24, a3);
+        _mm256_storeu_ps(y + ch, a0);
+        _mm256_storeu_ps(y + ch + 8, a1);
+        _mm256_storeu_ps(y + ch + 16, a2);
+        _mm256_storeu_ps(y + ch + 24, a3);
     }
-    if (c < hs) weighted_sum_scalar(v + c, ldv, p, n, hs - c, y + c);
+    if (ch < hs) weighted_sum_scalar(v + ch, ldv, p, n, hs - ch, y + ch);
 }
 
 DEFINE_WEIGHTED_SUM4(weighted_sum4_avx2, weighted_sum_avx2)
 
-static const kernels kernels_avx2 = {
+static const kernel_table kernels_avx2 = {
     "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2, quantize_q8_scalar,
     gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2};
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 /* Decode streams each weight row once. Hardware prefetchers stop at 4 KB page boundaries
-   (the model file is mapped in 4 KB pages), so the one-token paths prefetch a page ahead:
-   measured on 124M, 1 thread: f32 38 -> 53, q8_0 86 -> 182 tok/s (1, 2, 8 and 16 KB tried). */
+   (the model file is mapped in 4 KB pages), so the one-token paths prefetch a page ahead
+   (measured against 1, 2, 8 and 16 KB: README, "Performance"). */
 #ifndef F_PREFETCH
 #define F_PREFETCH 4096
 #endif
@@ -2075,27 +3415,27 @@ AVX512_TARGET static float exp_sum_avx512(float *x, int64_t n, float max) {
 /* the sums for 64 channels stay in 4 registers while the values stream by */
 AVX512_TARGET static void weighted_sum_avx512(const float *v, size_t ldv, const float *p, int64_t n,
                                               int64_t hs, float *y) {
-    for (int64_t c = 0; c < hs; c += 64) {
-        int64_t w = hs - c < 64 ? hs - c : 64;
+    for (int64_t ch = 0; ch < hs; ch += 64) {
+        int64_t w = hs - ch < 64 ? hs - ch : 64;
         __mmask16 m[4];
         for (int q = 0; q < 4; q++) {
             int64_t left = w - 16 * q;
             m[q] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
         }
-        __m512 a0 = _mm512_maskz_loadu_ps(m[0], y + c), a1 = _mm512_maskz_loadu_ps(m[1], y + c + 16);
-        __m512 a2 = _mm512_maskz_loadu_ps(m[2], y + c + 32), a3 = _mm512_maskz_loadu_ps(m[3], y + c + 48);
+        __m512 a0 = _mm512_maskz_loadu_ps(m[0], y + ch), a1 = _mm512_maskz_loadu_ps(m[1], y + ch + 16);
+        __m512 a2 = _mm512_maskz_loadu_ps(m[2], y + ch + 32), a3 = _mm512_maskz_loadu_ps(m[3], y + ch + 48);
         for (int64_t j = 0; j < n; j++) {
-            const float *vj = v + (size_t)j * ldv + c;
+            const float *vj = v + (size_t)j * ldv + ch;
             __m512 pj = _mm512_set1_ps(p[j]);
             a0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[0], vj), a0);
             a1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[1], vj + 16), a1);
             a2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[2], vj + 32), a2);
             a3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[3], vj + 48), a3);
         }
-        _mm512_mask_storeu_ps(y + c, m[0], a0);
-        _mm512_mask_storeu_ps(y + c + 16, m[1], a1);
-        _mm512_mask_storeu_ps(y + c + 32, m[2], a2);
-        _mm512_mask_storeu_ps(y + c + 48, m[3], a3);
+        _mm512_mask_storeu_ps(y + ch, m[0], a0);
+        _mm512_mask_storeu_ps(y + ch + 16, m[1], a1);
+        _mm512_mask_storeu_ps(y + ch + 32, m[2], a2);
+        _mm512_mask_storeu_ps(y + ch + 48, m[3], a3);
     }
 }
 
@@ -2111,16 +3451,16 @@ AVX512_TARGET static void weighted_sum4_avx512(const float *v, size_t ldv, const
     }
     int32_t n_min = n[0];
     for (int q = 1; q < 4; q++) n_min = n[q] < n_min ? n[q] : n_min;
-    for (int64_t c = 0; c < hs; c += 64) {
-        int nv = hs - c >= 64 ? 4 : (int)((hs - c) / 16); /* vectors of 16 in this chunk */
+    for (int64_t ch = 0; ch < hs; ch += 64) {
+        int nv = hs - ch >= 64 ? 4 : (int)((hs - ch) / 16); /* vectors of 16 in this chunk */
         __m512 acc[4][4];
         for (int q = 0; q < 4; q++)
             for (int i = 0; i < 4; i++)
-                acc[q][i] = i < nv ? _mm512_loadu_ps(y + (size_t)q * ldy + c + 16 * i) : _mm512_setzero_ps();
+                acc[q][i] = i < nv ? _mm512_loadu_ps(y + (size_t)q * ldy + ch + 16 * i) : _mm512_setzero_ps();
         int64_t j = 0;
         if (nv == 4) {
             for (; j < n_min; j++) {
-                const float *vj = v + (size_t)j * ldv + c;
+                const float *vj = v + (size_t)j * ldv + ch;
                 __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
                 __m512 v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
                 UNROLL for (int q = 0; q < 4; q++) {
@@ -2134,21 +3474,21 @@ AVX512_TARGET static void weighted_sum4_avx512(const float *v, size_t ldv, const
         }
         for (int q = 0; q < 4; q++) /* each query's remaining rows (causal: they differ) */
             for (int64_t jj = j; jj < n[q]; jj++) {
-                const float *vj = v + (size_t)jj * ldv + c;
+                const float *vj = v + (size_t)jj * ldv + ch;
                 __m512 pj = _mm512_set1_ps(p[(size_t)q * ldp + (size_t)jj]);
                 for (int i = 0; i < nv; i++)
                     acc[q][i] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * i), acc[q][i]);
             }
         for (int q = 0; q < 4; q++)
-            for (int i = 0; i < nv; i++) _mm512_storeu_ps(y + (size_t)q * ldy + c + 16 * i, acc[q][i]);
+            for (int i = 0; i < nv; i++) _mm512_storeu_ps(y + (size_t)q * ldy + ch + 16 * i, acc[q][i]);
     }
 }
 
-static const kernels kernels_avx512 = {
+static const kernel_table kernels_avx512 = {
     "avx512-vnni", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx512, quantize_q8_avx512,
     gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
 /* the first AVX-512 CPUs (Skylake-X) lack VNNI: their q8_0 tiles are AVX2's */
-static const kernels kernels_avx512_no_vnni = {
+static const kernel_table kernels_avx512_no_vnni = {
     "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx2, quantize_q8_avx512,
     gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
 #endif /* GPT2_X86 */
@@ -2158,19 +3498,19 @@ enum { CPU_AVX2 = 1, CPU_AVX512 = 2, CPU_VNNI = 4 };
 
 static int cpu_level(void) {
 #ifdef GPT2_X86
-    unsigned a, b, c, d;
-    __cpuid(0, a, b, c, d);
+    unsigned a, b, ecx, d;
+    __cpuid(0, a, b, ecx, d);
     unsigned max_leaf = a;
-    __cpuid(1, a, b, c, d);
-    bool fma = c >> 12 & 1, osxsave = c >> 27 & 1, avx = c >> 28 & 1, f16c = c >> 29 & 1;
+    __cpuid(1, a, b, ecx, d);
+    bool fma = ecx >> 12 & 1, osxsave = ecx >> 27 & 1, avx = ecx >> 28 & 1, f16c = ecx >> 29 & 1;
     if (!osxsave || !avx || max_leaf < 7) return 0;
     unsigned xlo, xhi;
     __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0)); /* XCR0: which register states the OS saves */
     bool ymm = (xlo & 0x6) == 0x6, zmm = (xlo & 0xe6) == 0xe6;
-    __cpuid_count(7, 0, a, b, c, d);
+    __cpuid_count(7, 0, a, b, ecx, d);
     bool avx2 = b >> 5 & 1, avx512f = b >> 16 & 1, avx512bw = b >> 30 & 1, avx512vl = b >> 31 & 1;
     if (!(ymm && avx2 && fma && f16c)) return 0;
-    bool vnni = c >> 11 & 1; /* AVX512_VNNI */
+    bool vnni = ecx >> 11 & 1; /* AVX512_VNNI */
     if (zmm && avx512f && avx512bw && avx512vl) return CPU_AVX2 | CPU_AVX512 | (vnni ? CPU_VNNI : 0);
     return CPU_AVX2;
 #else
@@ -2185,7 +3525,7 @@ typedef struct {
     const char *family;
     const char *without;       /* the name that forces this path and no better one, or NULL */
     int needs;                 /* CPU_* bits */
-    const kernels *k;
+    const kernel_table *kt;
 } kernel_choice;
 
 static const kernel_choice kernel_paths[] = {
@@ -2204,16 +3544,16 @@ static const char *const kernel_names[] = {"scalar", "avx2", "avx2-novnni", "avx
                                            "avx512-vnni", "neon", "neon-nodotprod",
                                            "neon-dotprod"};
 
-static const kernels *kernels_best(void) {
+static const kernel_table *kernels_best(void) {
     int cpu = cpu_level();
     for (size_t i = 0; i < N_KERNEL_PATHS; i++)
-        if ((kernel_paths[i].needs & cpu) == kernel_paths[i].needs) return kernel_paths[i].k;
+        if ((kernel_paths[i].needs & cpu) == kernel_paths[i].needs) return kernel_paths[i].kt;
     return &kernels_scalar;
 }
 
 /* The path a name asks for: GPT2_OK and *out, GPT2_E_UNSUPPORTED if this CPU cannot run it,
    GPT2_E_ARG if no path has that name. NULL, "" and "auto" mean the best path. */
-static gpt2_status kernels_by_name(const char *name, const kernels **out) {
+static gpt2_status kernels_by_name(const char *name, const kernel_table **out) {
     if (!name || !*name || !strcmp(name, "auto")) {
         *out = kernels_best();
         return GPT2_OK;
@@ -2224,11 +3564,11 @@ static gpt2_status kernels_by_name(const char *name, const kernels **out) {
         known |= !strcmp(name, kernel_names[i]);
     for (size_t i = 0; i < N_KERNEL_PATHS; i++) {
         const kernel_choice *kp = &kernel_paths[i];
-        bool named = !strcmp(name, kp->family) || !strcmp(name, kp->k->name) ||
+        bool named = !strcmp(name, kp->family) || !strcmp(name, kp->kt->name) ||
                      (kp->without && !strcmp(name, kp->without));
         /* in best-first order, so a family name takes the best member this CPU runs */
         if (named && (kp->needs & cpu) == kp->needs) {
-            *out = kp->k;
+            *out = kp->kt;
             return GPT2_OK;
         }
         known |= named;
@@ -2236,10 +3576,8 @@ static gpt2_status kernels_by_name(const char *name, const kernels **out) {
     return known ? GPT2_E_UNSUPPORTED : GPT2_E_ARG;
 }
 
-static const char *kernels_name(const kernels *k) { return k->name; }
-
 /* The path for a model: the one asked for, else GPT2_KERNELS, else the best this CPU runs. */
-static gpt2_status kernels_select(const char *name, const kernels **out, char *why, size_t why_len) {
+static gpt2_status kernels_select(const char *name, const kernel_table **out, char *why, size_t why_len) {
     const char *from = "kernels";
     if (!name || !*name) {
         name = getenv("GPT2_KERNELS");
@@ -2259,7 +3597,7 @@ static gpt2_status kernels_select(const char *name, const kernels **out, char *w
         for (size_t i = N_KERNEL_PATHS; i-- > 0;)
             if ((kernel_paths[i].needs & cpu_level()) == kernel_paths[i].needs) {
                 strncat(have, " ", sizeof have - strlen(have) - 1);
-                strncat(have, kernel_paths[i].k->name, sizeof have - strlen(have) - 1);
+                strncat(have, kernel_paths[i].kt->name, sizeof have - strlen(have) - 1);
             }
         return fail_with(s, why, why_len, "%s=%s: this CPU cannot run that kernel path (it runs:%s)",
                          from, name, have);
@@ -2268,119 +3606,20 @@ static gpt2_status kernels_select(const char *name, const kernels **out, char *w
 }
 
 gpt2_status gpt2_kernels_supported(const char *name) {
-    const kernels *k;
+    const kernel_table *kt;
     if (!name) return GPT2_E_ARG;
-    return kernels_by_name(name, &k);
+    return kernels_by_name(name, &kt);
 }
 
-/* One row of a matrix as floats (embedding lookups, and converting 1-D tensors). */
-static void dequantize_row(const matrix *w, int64_t r, float *out) {
-    const uint8_t *p = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-    switch (w->type) {
-    case GPT2_TYPE_F32: memcpy(out, p, (size_t)w->cols * sizeof(float)); break;
-    case GPT2_TYPE_F16:
-        for (int64_t i = 0; i < w->cols; i++) out[i] = wval_f16(p, i);
-        break;
-    case GPT2_TYPE_BF16:
-        for (int64_t i = 0; i < w->cols; i++) out[i] = wval_bf16(p, i);
-        break;
-    case GPT2_TYPE_Q8_0:
-        for (int64_t b = 0; b < w->cols / QK8_0; b++, p += Q8_0_BLOCK_BYTES) {
-            float d = f16_to_f32(rd16(p));
-            for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] = d * (float)(int8_t)p[2 + i];
-        }
-        break;
-    }
-}
-
-/* ---- the other operations of the forward pass ------------------------------------------ */
-
-/* LayerNorm over C channels: (x - mean) / sqrt(var + eps) * w + b, biased variance.
-   Statistics in double: nearer to the exact value than any float32 summation order. */
-static void layernorm(float *out, const float *x, const float *w, const float *b, int C, float eps) {
-    double mean = 0, var = 0;
-    for (int i = 0; i < C; i++) mean += x[i];
-    mean /= C;
-    for (int i = 0; i < C; i++) var += (x[i] - mean) * (x[i] - mean);
-    var /= C;
-    double rstd = 1.0 / sqrt(var + eps);
-    for (int i = 0; i < C; i++) out[i] = (float)((x[i] - mean) * rstd) * w[i] + b[i];
-}
-
-/* GPT-2's GELU ("gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-static float gelu(float x) {
-    return 0.5f * x * (1.0f + tanhf(GELU_SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)));
-}
-
-/* ---- matrix multiplication: the driver over rows and tokens ---------------------------- */
-
-typedef enum {
-    EPI_STORE,  /* out = x W^T + b */
-    EPI_GELU,   /* out = gelu(x W^T + b) */
-    EPI_ADD     /* out += x W^T + b   (the residual connection) */
-} epilogue;
-
-#ifndef MATMUL_X_BUDGET
-#define MATMUL_X_BUDGET (512 * 1024) /* bytes of activations kept in L2 per token chunk */
-#endif
-/* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo); for q8_0
-   weights xq holds x quantized, (T, q8_groups(cols)).
-   Tokens go in chunks whose activations fit in L2 (reused for every weight row); within a
-   chunk, tiles of 4 weight rows x 4 tokens. */
-static void matmul_rows(const kernels *k, const matrix *w, const float *bias, const float *x,
-                        const q8_group *xq, int T, float *out, int64_t ldo, int64_t r0,
-                        int64_t r1, epilogue e) {
-    dot_tile_fn dot = k->dot[wt_index(w->type)];
-    const uint8_t *base = (const uint8_t *)w->data;
-    const size_t cols = (size_t)w->cols, ldq = (size_t)q8_groups(w->cols);
-    size_t token_bytes = xq ? ldq * sizeof(q8_group) : cols * sizeof(float);
-    int chunk = (int)((MATMUL_X_BUDGET) / token_bytes);
-    chunk = chunk < 4 ? 4 : chunk / 4 * 4;
-    for (int t0 = 0; t0 < T; t0 += chunk) {
-        int t1 = T - t0 < chunk ? T : t0 + chunk;
-        /* With a few tokens (beams), float weights leave memory traffic as the limit: then
-           tiles of one row and up to 4 tokens read each row in one sequential stream, which
-           runs faster than 4 interleaved ones (4 beams, f16: 15.8 -> 14.3 ms a step). q8_0
-           tiles do more work per weight row, so sharing the activations' loads over 4 rows
-           matters more there (4 rows: 9.4 ms, 1 row: 10.1 ms). */
-        const int step = !xq && t1 - t0 > 1 && t1 - t0 <= 4 ? 1 : 4;
-        for (int64_t r = r0; r < r1; r += step) {
-            int nr = r1 - r < step ? (int)(r1 - r) : step;
-            for (int t = t0; t < t1; t += 4) {
-                int nt = t1 - t < 4 ? t1 - t : 4;
-                const uint8_t *wr = base + (size_t)r * w->row_bytes;
-                float d[16]; /* (nt, 4) */
-                /* plain and GELU outputs go straight into out (the bias follows below) */
-                float *dst = e != EPI_ADD ? out + (size_t)t * (size_t)ldo + r : d;
-                size_t ldd = e != EPI_ADD ? (size_t)ldo : 4;
-                if (xq) k->dot_q8(wr, w->row_bytes, nr, xq + (size_t)t * ldq, ldq, nt, w->cols, dst, ldd);
-                else dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols, dst, ldd);
-                if (e != EPI_ADD) continue;
-                for (int j = 0; j < nt; j++) {
-                    float *o = out + (size_t)(t + j) * (size_t)ldo + r;
-                    for (int i = 0; i < nr; i++) o[i] += d[j * 4 + i] + (bias ? bias[r + i] : 0.0f);
-                }
-            }
-        }
-        if (e != EPI_ADD && bias) /* this thread's share of each token's row, contiguous */
-            for (int t = t0; t < t1; t++) {
-                float *o = out + (size_t)t * (size_t)ldo;
-                for (int64_t i = r0; i < r1; i++) o[i] += bias[i];
-            }
-        if (e == EPI_GELU) /* vectorised, on this thread's share of each token's row */
-            for (int t = t0; t < t1; t++) k->gelu(out + (size_t)t * (size_t)ldo + r0, r1 - r0);
-    }
-}
-
-/* ---- thread pool -------------------------------------------------------------------------
+/* ==========================================================================================
+ * §B Thread pool
+ * ==========================================================================================
  * Created once per context. pool_run(fn, arg) runs fn(arg, i, n) on all n threads (the caller
  * is thread 0) and returns when all are done. Waiting threads spin briefly (a step of the
  * forward pass takes microseconds), then sleep on a condition variable.
  * ---------------------------------------------------------------------------------------- */
 
-typedef void (*task_fn)(void *arg, int ith, int nth);
-
-typedef struct {
+struct pool {
     int n;                         /* threads, the caller included */
     int spin;                      /* pause loops before sleeping */
     bool yield;                    /* more threads than cores: yield the core while waiting */
@@ -2394,7 +3633,7 @@ typedef struct {
     atomic_int sleepers;           /* workers blocked on `wake` */
     atomic_int caller_sleeping;
     atomic_bool quit;
-} pool;
+};
 
 typedef struct {
     pool *p;
@@ -2529,1162 +3768,14 @@ static void split_range(int64_t n, int64_t grain, int ith, int nth, int64_t *lo,
     if (*hi > n) *hi = n;
 }
 
-typedef struct {
-    const kernels *k;
-    const matrix *w;
-    const float *bias, *x;
-    const q8_group *xq;
-    int T;
-    float *out;
-    int64_t ldo;
-    epilogue e;
-} matmul_task;
-
-static void matmul_worker(void *arg, int ith, int nth) {
-    matmul_task *a = arg;
-    int64_t lo, hi;
-    split_range(a->w->rows, 4, ith, nth, &lo, &hi);
-    matmul_rows(a->k, a->w, a->bias, a->x, a->xq, a->T, a->out, a->ldo, lo, hi, a->e);
-}
-
-typedef struct {
-    const kernels *k;
-    const float *x;
-    int64_t n;
-    int T;
-    q8_group *xq;
-} quantize_task;
-
-static void quantize_worker(void *arg, int ith, int nth) {
-    quantize_task *a = arg;
-    int64_t lo, hi, ldq = q8_groups(a->n);
-    split_range(a->T, 1, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) a->k->quantize_q8(a->x + t * a->n, a->n, a->xq + t * ldq);
-}
-
-/* ---- memory bandwidth probe (for benchmarks) --------------------------------------------- */
-
-typedef struct {
-    const float *buf;
-    size_t n;
-    float sums[256];
-} bw_task;
-
-#ifdef GPT2_X86
-AVX512_TARGET static float sum_avx512(const float *p, size_t n) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i + 64 <= n; i += 64) {
-        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
-        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
-        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
-        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-#endif
-
-static void bw_worker(void *arg, int ith, int nth) {
-    bw_task *a = arg;
-    int64_t lo, hi;
-    split_range((int64_t)a->n, 1024, ith, nth, &lo, &hi);
-    float s = 0;
-#ifdef GPT2_X86
-    if (cpu_level() & CPU_AVX512) {
-        s = sum_avx512(a->buf + lo, (size_t)(hi - lo));
-        a->sums[ith] = s;
-        return;
-    }
-#endif
-    float acc[8] = {0};
-    for (int64_t i = lo; i + 8 <= hi; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += a->buf[i + l];
-    a->sums[ith] = reduce8(acc) + s;
-}
-
-gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s) {
-    if (n_threads < 1 || n_threads > 256 || !gb_per_s) return GPT2_E_ARG;
-    size_t n = (size_t)64 << 20; /* 256 MB of floats, cache-line aligned (a straddling load
-                                      reads two lines and halves the figure) */
-    float *buf = aligned_alloc(64, n * sizeof(float));
-    pool *p = pool_new(n_threads);
-    if (!buf || !p) {
-        free(buf);
-        pool_free(p);
-        return GPT2_E_NOMEM;
-    }
-    for (size_t i = 0; i < n; i++) buf[i] = 1.0f;
-    bw_task a;
-    a.buf = buf;
-    a.n = n;
-    double rate[7]; /* the median of 7 passes: this figure is noisy on shared machines */
-    for (int rep = 0; rep < 7; rep++) {
-        double t0 = now_seconds();
-        pool_run(p, bw_worker, &a);
-        double t = now_seconds() - t0;
-        rate[rep] = t > 0 ? (double)n * sizeof(float) / t : 0;
-        for (int i = rep; i > 0 && rate[i] < rate[i - 1]; i--) {
-            double tmp = rate[i];
-            rate[i] = rate[i - 1];
-            rate[i - 1] = tmp;
-        }
-    }
-    pool_free(p);
-    free(buf);
-    *gb_per_s = rate[3] / 1e9;
-    return GPT2_OK;
-}
-
 /* ==========================================================================================
- * 4. Transformer
+ * §C Tools: rewriting a model file with other weight types; the memory bandwidth probe
  * ==========================================================================================
- * forward(): T new tokens in, logits out.
- *
- *   x = wte[id] + wpe[pos]                          // (T, C) the residual stream
- *   for each of the L blocks:
- *       x += attn_out(attention(ln1(x)))             masked multi-head self-attention
- *       x += proj(gelu(fc(ln2(x))))                  MLP
- *   logits = lnf(x) @ wte^T                          // (T, V) (GPT-2 ties the output to wte)
- *
- * Attention. For each head, a token's query is compared with the keys of itself and of every
- * earlier token (never a later one: that is the causal mask), the scores q.k / sqrt(HS) go
- * through a softmax, and the result is the weighted sum of the values. The KV cache keeps the
- * keys and values of every token already processed, per block and head, so each new token
- * costs one pass over the weights plus a pass over the cache.
- *
- * KV cells. The cache is a set of numbered cells, each holding one token's keys and values.
- * In the usual case token at position p lives in cell p of the main cache. Beam search adds
- * an arena: each beam's generated tokens live in arena cells, and a beam attends to the
- * prompt's cells plus the list of arena cells on its own history. Beams that share history
- * share cells, so reordering beams copies a few indices, never keys or values.
- * ---------------------------------------------------------------------------------------- */
-
-/* What one row of a batch attends to and where its keys and values go. */
-typedef struct {
-    int32_t pos;            /* position of the token: row of wpe */
-    int32_t n_main;         /* attends to main cells [0, n_main) ... */
-    const int32_t *extra;   /* ... then to these arena cells, in order */
-    int32_t n_extra;
-    int32_t dst_arena;      /* its keys/values go to this arena cell, or -1: main cell `pos` */
-} row_view;
-
-typedef struct {
-    float *k, *v;           // (L, NH, cells, HS) keys and values
-    int32_t cells;
-} kv_store;
-
-#define GPT2_MAX_BATCH 512
-#define LOGIT_ROWS 16 /* rows of logits computed at a time when only their loss is needed */
-
-struct gpt2_context {
-    const gpt2_model *m;
-    int32_t n_ctx;          /* P: cells in the main cache */
-    int32_t n_past;         /* tokens in the main cache */
-    int32_t n_batch;        /* most rows in one forward pass */
-    int32_t n_threads;
-    pool *pool;
-    kv_store cache;         /* main cache, (L, NH, P, HS) */
-    kv_store arena;         /* beam search's cells, (L, NH, cells, HS); empty otherwise */
-    /* activations of one forward pass, for up to n_batch rows */
-    float *x;               // (n_batch, C)  residual stream
-    float *xn;              // (n_batch, C)  layernormed x
-    float *qkv;             // (n_batch, 3C) queries | keys | values
-    float *y;               // (n_batch, C)  attention output, heads concatenated
-    float *h;               // (n_batch, F)  MLP hidden layer
-    q8_group *xq;           // (n_batch, q8_groups(F)) the input of a q8_0 matmul, quantized
-    float *scores;          // (n_threads, 4, P) attention scores: 4 rows per thread
-    float *emb;             // (2, C)        dequantized embedding rows
-    row_view *views;        // (n_batch)
-    /* decoding scratch */
-    float *logits;          // (rows, V)     logits being decoded (LOGIT_ROWS rows, or B)
-    int32_t logits_rows;
-    float *work;            // (V)           sort keys, probabilities
-    uint32_t *order;        // (2, V)        radix sort of the vocabulary
-    uint8_t *seen;          // (V)           ids already penalised
-    int32_t *seq;           // (P + 1)       prompt + generated ids
-};
-
-gpt2_context_params gpt2_context_default_params(void) {
-    gpt2_context_params p = {1, 0};
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    p.n_threads = n > 0 ? (int32_t)(n > 64 ? 64 : n) : 1;
-    return p;
-}
-
-/* Buffers that kernels stream through start on a cache line (64 bytes): a vector load that
-   straddles two lines costs two. */
-static void *alloc64(size_t bytes) {
-    if (bytes > SIZE_MAX - 64) return NULL;
-    return aligned_alloc(64, (bytes + 63) / 64 * 64);
-}
-
-static void kv_free(kv_store *s) {
-    free(s->k);
-    free(s->v);
-    s->k = s->v = NULL;
-    s->cells = 0;
-}
-
-static bool kv_alloc(kv_store *s, const gpt2_model *m, int32_t cells) {
-    size_t n = (size_t)m->cfg.n_layer * (size_t)m->cfg.n_embd * (size_t)cells;
-    kv_free(s);
-    /* cache-line aligned, and not cleared: a cell is always written before it is read, and
-       pages never touched cost no memory */
-    s->k = alloc64(n * sizeof(float));
-    s->v = alloc64(n * sizeof(float));
-    if (!s->k || !s->v) {
-        kv_free(s);
-        return false;
-    }
-    s->cells = cells;
-    return true;
-}
-
-/* The key (or value) vector of a cell for block l, head h: HS floats. */
-static float *kv_row(const kv_store *s, float *base, const gpt2_config *c, int l, int h, int32_t cell) {
-    int HS = c->n_embd / c->n_head;
-    return base + (((size_t)l * (size_t)c->n_head + (size_t)h) * (size_t)s->cells + (size_t)cell) * (size_t)HS;
-}
-
-void gpt2_context_free(gpt2_context *c) {
-    if (!c) return;
-    pool_free(c->pool);
-    kv_free(&c->cache);
-    kv_free(&c->arena);
-    free(c->x); free(c->xn); free(c->qkv); free(c->y); free(c->h); free(c->xq); free(c->scores);
-    free(c->emb); free(c->views); free(c->logits); free(c->work); free(c->order);
-    free(c->seen); free(c->seq);
-    free(c);
-}
-
-gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, gpt2_context **out) {
-    if (!out) return GPT2_E_ARG;
-    *out = NULL;
-    if (!m) return GPT2_E_ARG;
-    gpt2_context_params d = gpt2_context_default_params();
-    if (!p) p = &d;
-    if (p->n_threads < 1 || p->n_threads > 256 || p->n_ctx < 0) return GPT2_E_ARG;
-    gpt2_context *c = calloc(1, sizeof *c);
-    if (!c) return GPT2_E_NOMEM;
-    const gpt2_config *cf = &m->cfg;
-    c->m = m;
-    c->n_ctx = p->n_ctx == 0 || p->n_ctx > cf->n_ctx ? cf->n_ctx : p->n_ctx;
-    c->n_batch = c->n_ctx < GPT2_MAX_BATCH ? c->n_ctx : GPT2_MAX_BATCH;
-    c->n_threads = p->n_threads;
-    size_t B = (size_t)c->n_batch, C = (size_t)cf->n_embd, V = (size_t)cf->n_vocab;
-    c->x = alloc64(B * C * sizeof(float));
-    c->xn = alloc64(B * C * sizeof(float));
-    c->qkv = alloc64(B * 3 * C * sizeof(float));
-    c->y = alloc64(B * C * sizeof(float));
-    c->h = alloc64(B * (size_t)m->n_ff * sizeof(float));
-    size_t ldq = (size_t)q8_groups(m->n_ff > cf->n_embd ? m->n_ff : cf->n_embd);
-    c->xq = alloc64(B * ldq * sizeof(q8_group));
-    c->scores = malloc((size_t)c->n_threads * 4 * (size_t)c->n_ctx * sizeof(float));
-    c->emb = malloc(2 * C * sizeof(float));
-    c->views = malloc(B * sizeof *c->views);
-    c->logits = alloc64((size_t)LOGIT_ROWS * V * sizeof(float));
-    c->work = malloc(V * sizeof(float));
-    c->order = malloc(2 * V * sizeof(uint32_t));
-    c->logits_rows = LOGIT_ROWS;
-    c->seen = calloc(V, 1);
-    c->seq = malloc(((size_t)c->n_ctx + 1) * sizeof(int32_t));
-    c->pool = pool_new(c->n_threads);
-    if (!c->x || !c->xn || !c->qkv || !c->y || !c->h || !c->xq || !c->scores || !c->emb || !c->views ||
-        !c->logits || !c->work || !c->order || !c->seen || !c->seq || !c->pool ||
-        !kv_alloc(&c->cache, m, c->n_ctx)) {
-        gpt2_context_free(c);
-        return GPT2_E_NOMEM;
-    }
-    *out = c;
-    return GPT2_OK;
-}
-
-void gpt2_context_reset(gpt2_context *c) {
-    if (c) c->n_past = 0;
-}
-int32_t gpt2_context_length(const gpt2_context *c) { return c ? c->n_past : 0; }
-int32_t gpt2_context_size(const gpt2_context *c) { return c ? c->n_ctx : 0; }
-
-/* out (T, rows) = epilogue(x (T, cols) @ w^T + bias), split by weight rows over the threads.
-   For q8_0 weights x is first quantized into c->xq, (T, q8_groups(cols)). */
-static void matmul(gpt2_context *c, const matrix *w, const float *bias, const float *x, int T,
-                   float *out, epilogue e) {
-    matmul_task a = {c->m->k, w, bias, x, NULL, T, out, w->rows, e};
-    if (w->type == GPT2_TYPE_Q8_0) {
-        quantize_task q = {c->m->k, x, w->cols, T, c->xq};
-        if (T >= 8) pool_run(c->pool, quantize_worker, &q);
-        else quantize_worker(&q, 0, 1);
-        a.xq = c->xq;
-    }
-    pool_run(c->pool, matmul_worker, &a);
-}
-
-/* ---- attention ------------------------------------------------------------------------- */
-
-typedef struct {
-    gpt2_context *c;
-    int l;          /* block */
-    int T;
-} attn_task;
-
-/* softmax(scores / sqrt(HS)) over n entries, in place */
-static void attention_softmax(const kernels *k, float *scores, int32_t n, float scale) {
-    float mx = -INFINITY;
-    for (int32_t j = 0; j < n; j++) {
-        scores[j] = scores[j] / scale;
-        mx = scores[j] > mx ? scores[j] : mx;
-    }
-    float sum = k->exp_sum(scores, n, mx);
-    for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / sum;
-}
-
-/* y[t, head h] = softmax(q . K^T / sqrt(HS)) V over the cells row t may see.
-   Work items are (head, block of up to 4 rows): the block's queries meet each key together
-   in one tile (a score has the same bits whichever tile computes it). */
-static void attention_worker(void *arg, int ith, int nth) {
-    attn_task *a = arg;
-    gpt2_context *c = a->c;
-    const kernels *k = c->m->k;
-    const gpt2_config *cf = &c->m->cfg;
-    const int C = cf->n_embd, NH = cf->n_head, HS = C / NH;
-    const float scale = sqrtf((float)HS);
-    const size_t row_bytes = (size_t)HS * sizeof(float), P = (size_t)c->n_ctx;
-    float *scores = c->scores + (size_t)ith * 4 * P;   // (4, P)
-    const int n_blocks = (a->T + 3) / 4;
-    int64_t lo, hi;
-    split_range((int64_t)n_blocks * NH, 1, ith, nth, &lo, &hi);
-    for (int64_t item = lo; item < hi; item++) {
-        int t0 = (int)(item / NH) * 4, h = (int)(item % NH);
-        int nq = a->T - t0 < 4 ? a->T - t0 : 4;
-        /* scores against the main cache's keys (contiguous rows), up to the longest view */
-        int32_t n_max = 0;
-        for (int q = 0; q < nq; q++)
-            if (c->views[t0 + q].n_main > n_max) n_max = c->views[t0 + q].n_main;
-        const float *K = kv_row(&c->cache, c->cache.k, cf, a->l, h, 0);   // (n_main, HS)
-        const float *Q = c->qkv + (size_t)t0 * 3 * C + (size_t)h * HS;      // (nq, HS), 3C apart
-        for (int32_t j = 0; j < n_max; j += 4) {
-            int nr = n_max - j < 4 ? n_max - j : 4;
-            k->dot[WT_F32]((const uint8_t *)(K + (size_t)j * HS), row_bytes, nr, Q, (size_t)3 * C,
-                           nq, HS, scores + j, P);
-        }
-        int32_t n_main[4];
-        for (int q = 0; q < nq; q++) {
-            const row_view *rv = &c->views[t0 + q];
-            float *sq = scores + (size_t)q * P;   // (n) this row's scores
-            /* beam search: then the arena cells on this row's history */
-            for (int32_t e = 0; e < rv->n_extra; e++)
-                k->dot[WT_F32]((const uint8_t *)kv_row(&c->arena, c->arena.k, cf, a->l, h, rv->extra[e]),
-                               row_bytes, 1, Q + (size_t)q * 3 * C, (size_t)HS, 1, HS,
-                               sq + rv->n_main + e, 1);
-            attention_softmax(k, sq, rv->n_main + rv->n_extra, scale);
-            n_main[q] = rv->n_main;
-            memset(c->y + (size_t)(t0 + q) * C + (size_t)h * HS, 0, row_bytes);
-        }
-        /* y = sum_j p_j v_j: the main cache's values for the block, then the arena's */
-        float *Y = c->y + (size_t)t0 * C + (size_t)h * HS;   // (nq, HS), C apart
-        k->weighted_sum4(kv_row(&c->cache, c->cache.v, cf, a->l, h, 0), (size_t)HS, scores, P,
-                         n_main, nq, HS, Y, (size_t)C);
-        for (int q = 0; q < nq; q++) {
-            const row_view *rv = &c->views[t0 + q];
-            for (int32_t e = 0; e < rv->n_extra; e++)
-                k->weighted_sum(kv_row(&c->arena, c->arena.v, cf, a->l, h, rv->extra[e]),
-                                (size_t)HS, scores + (size_t)q * P + rv->n_main + e, 1, HS,
-                                Y + (size_t)q * C);
-        }
-    }
-}
-
-typedef struct {
-    float *out;
-    const float *x, *w, *b;
-    int C, first, T;
-    float eps;
-} norm_task;
-
-static void layernorm_worker(void *arg, int ith, int nth) {
-    norm_task *a = arg;
-    int64_t lo, hi;
-    split_range(a->T - a->first, 1, ith, nth, &lo, &hi);
-    for (int64_t t = a->first + lo; t < a->first + hi; t++)
-        layernorm(a->out + (size_t)t * a->C, a->x + (size_t)t * a->C, a->w, a->b, a->C, a->eps);
-}
-
-/* out[t] = layernorm(x[t]) for t in [first, T): split over the threads when there are many */
-static void layernorm_rows(gpt2_context *c, float *out, const float *x, const float *w,
-                           const float *b, int first, int T) {
-    const gpt2_model *m = c->m;
-    norm_task a = {out, x, w, b, m->cfg.n_embd, first, T, m->eps};
-    if (T - first < 8) layernorm_worker(&a, 0, 1);
-    else pool_run(c->pool, layernorm_worker, &a);
-}
-
-/* ---- the forward pass ------------------------------------------------------------------ */
-
-typedef enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL } logits_mode;
-
-/* Runs T tokens (T <= n_batch) through the model. views[t] says where token t sits and what it
-   sees; its keys and values are written to the cell the view names. logits receives (T, V)
-   for LOGITS_ALL, (V) for LOGITS_LAST. */
-static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, float *logits) {
-    const gpt2_model *m = c->m;
-    const gpt2_config *cf = &m->cfg;
-    const int C = cf->n_embd, NH = cf->n_head, HS = C / NH;
-    const row_view *views = c->views;
-    float *x = c->x, *xn = c->xn, *qkv = c->qkv, *y = c->y, *h = c->h;
-
-    /* token embedding + position embedding */
-    for (int t = 0; t < T; t++) {
-        float *te = c->emb, *pe = c->emb + C;
-        dequantize_row(&m->wte, ids[t], te);
-        dequantize_row(&m->wpe, views[t].pos, pe);
-        for (int i = 0; i < C; i++) x[(size_t)t * C + i] = te[i] + pe[i];   // (T, C)
-    }
-
-    for (int l = 0; l < cf->n_layer; l++) {
-        const block_weights *b = &m->blocks[l];
-        /* attention: ln1 -> q, k, v -> cache -> softmax(q k^T / sqrt(HS)) v -> projection */
-        layernorm_rows(c, xn, x, b->ln1_w, b->ln1_b, 0, T);                         // (T, C)
-        matmul(c, &b->qkv, b->qkv_b, xn, T, qkv, EPI_STORE);                        // (T, 3C)
-        /* each token's keys and values (per head) go to its cache cell */
-        for (int t = 0; t < T; t++) {
-            const row_view *rv = &views[t];
-            const kv_store *s = rv->dst_arena >= 0 ? &c->arena : &c->cache;
-            int32_t cell = rv->dst_arena >= 0 ? rv->dst_arena : rv->pos;
-            for (int hd = 0; hd < NH; hd++) {
-                memcpy(kv_row(s, s->k, cf, l, hd, cell), qkv + (size_t)t * 3 * C + C + (size_t)hd * HS,
-                       (size_t)HS * sizeof(float));
-                memcpy(kv_row(s, s->v, cf, l, hd, cell), qkv + (size_t)t * 3 * C + 2 * C + (size_t)hd * HS,
-                       (size_t)HS * sizeof(float));
-            }
-        }
-        attn_task at = {c, l, T};
-        pool_run(c->pool, attention_worker, &at);                                   // y (T, C)
-        matmul(c, &b->attn_out, b->attn_out_b, y, T, x, EPI_ADD);                   // x += (T, C)
-
-        /* MLP: ln2 -> fc -> gelu -> proj */
-        layernorm_rows(c, xn, x, b->ln2_w, b->ln2_b, 0, T);                         // (T, C)
-        matmul(c, &b->fc, b->fc_b, xn, T, h, EPI_GELU);                             // (T, F)
-        matmul(c, &b->proj, b->proj_b, h, T, x, EPI_ADD);                           // x += (T, C)
-    }
-
-    /* final layernorm and the output matrix, only for the rows whose logits are wanted */
-    if (lm == LOGITS_NONE) return;
-    int first = lm == LOGITS_LAST ? T - 1 : 0;
-    layernorm_rows(c, xn, x, m->lnf_w, m->lnf_b, first, T);                         // (T, C)
-    if (logits)
-        matmul(c, &m->lm_head, NULL, xn + (size_t)first * C, T - first, logits, EPI_STORE); // (T, V)
-}
-
-/* Sets views for T rows that follow the main cache sequentially (the usual case). */
-static void seq_views(gpt2_context *c, int T) {
-    for (int t = 0; t < T; t++) {
-        row_view *rv = &c->views[t];
-        rv->pos = c->n_past + t;
-        rv->n_main = rv->pos + 1;
-        rv->extra = NULL;
-        rv->n_extra = 0;
-        rv->dst_arena = -1;
-    }
-}
-
-/* Appends n tokens to the main cache, in forward passes of at most n_batch rows. With
-   LOGITS_ALL, logits receives (n, V); with LOGITS_LAST, (V) for the last token. */
-static gpt2_status eval_tokens(gpt2_context *c, const int32_t *ids, size_t n, logits_mode lm,
-                               float *logits) {
-    const int32_t V = c->m->cfg.n_vocab;
-    if (n > (size_t)(c->n_ctx - c->n_past)) return GPT2_E_CONTEXT_FULL;
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= V) return GPT2_E_ARG;
-    for (size_t i = 0; i < n;) {
-        int T = n - i < (size_t)c->n_batch ? (int)(n - i) : c->n_batch;
-        seq_views(c, T);
-        bool last_chunk = i + (size_t)T == n;
-        logits_mode mode = lm == LOGITS_ALL ? LOGITS_ALL
-                         : lm == LOGITS_LAST && last_chunk ? LOGITS_LAST : LOGITS_NONE;
-        forward(c, ids + i, T, mode, mode == LOGITS_ALL ? logits + i * (size_t)V : logits);
-        c->n_past += T;
-        i += (size_t)T;
-    }
-    return GPT2_OK;
-}
-
-gpt2_status gpt2_eval(gpt2_context *c, const int32_t *ids, size_t n, float *logits) {
-    if (!c || (!ids && n)) return GPT2_E_ARG;
-    if (n == 0) return GPT2_OK;
-    return eval_tokens(c, ids, n, logits ? LOGITS_ALL : LOGITS_NONE, logits);
-}
-
-/* log-sum-exp of a row, in double */
-static double logsumexp(const float *x, int32_t n) {
-    float mx = -INFINITY;
-    for (int32_t i = 0; i < n; i++)
-        if (x[i] > mx) mx = x[i];
-    if (mx == -INFINITY) return -INFINITY;
-    double s = 0;
-    for (int32_t i = 0; i < n; i++) s += exp((double)x[i] - mx);
-    return mx + log(s);
-}
-
-gpt2_status gpt2_perplexity(gpt2_context *c, const int32_t *ids, size_t n, int32_t max_len,
-                            int32_t stride, double *ppl, double *nll_mean) {
-    if (!c || !ids || !ppl || max_len < 0 || stride < 0) return GPT2_E_ARG;
-    if (max_len == 0 || max_len > c->n_ctx) max_len = c->n_ctx;
-    if (stride == 0) stride = max_len;
-    if (stride > max_len || n < 2) return GPT2_E_ARG;
-    const gpt2_model *m = c->m;
-    const int32_t V = m->cfg.n_vocab, C = m->cfg.n_embd;
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= V) return GPT2_E_ARG;
-    /* Hugging Face's recipe ("Perplexity of fixed-length models"): windows [begin, end) of at
-       most max_len tokens, begin advancing by stride; each window scores the tokens in
-       [prev_end, end) that have a token before them in the window (labels before them are
-       -100); ppl = exp(total NLL / tokens scored). */
-    double nll_sum = 0;
-    size_t scored = 0, prev_end = 0;
-    for (size_t begin = 0; begin < n; begin += (size_t)stride) {
-        size_t end = begin + (size_t)max_len < n ? begin + (size_t)max_len : n;
-        size_t first = prev_end > begin + 1 ? prev_end : begin + 1; /* first scored token */
-        gpt2_context_reset(c);
-        /* feed ids[begin, end-1): the row of token a predicts token a+1 */
-        for (size_t i = begin; i + 1 < end;) {
-            int T = end - 1 - i < (size_t)c->n_batch ? (int)(end - 1 - i) : c->n_batch;
-            seq_views(c, T);
-            forward(c, ids + i, T, LOGITS_ALL, NULL); /* leaves lnf(x) in c->xn */
-            c->n_past += T;
-            for (int r0 = 0; r0 < T; r0 += LOGIT_ROWS) {
-                int nr = T - r0 < LOGIT_ROWS ? T - r0 : LOGIT_ROWS;
-                if (i + (size_t)(r0 + nr) < first) continue; /* no scored row in this group */
-                matmul(c, &m->lm_head, NULL, c->xn + (size_t)r0 * C, nr, c->logits, EPI_STORE); // (nr, V)
-                for (int r = 0; r < nr; r++) {
-                    size_t a = i + (size_t)(r0 + r);
-                    if (a + 1 < first) continue;
-                    const float *row = c->logits + (size_t)r * V;
-                    nll_sum += logsumexp(row, V) - row[ids[a + 1]];
-                    scored++;
-                }
-            }
-            i += (size_t)T;
-        }
-        prev_end = end;
-        if (end == n) break;
-    }
-    gpt2_context_reset(c);
-    double mean = nll_sum / (double)scored;
-    if (nll_mean) *nll_mean = mean;
-    *ppl = exp(mean);
-    return GPT2_OK;
-}
-
-/* ==========================================================================================
- * 5. Decoding: from logits to the next token
- * ==========================================================================================
- * The model gives a score (logit) for every token of the vocabulary. Decoding strategies:
- *   greedy        take the highest score (the first one on ties)
- *   sampling      turn scores into probabilities (softmax) and draw one at random; before that,
- *                 reshape the distribution with the "logits processors", in Hugging Face's order:
- *                   repetition penalty  make tokens already in the text less likely
- *                   temperature         divide by T: T < 1 sharpens, T > 1 flattens
- *                   top-k               keep the k highest scores (and ties with the k-th)
- *                   top-p (nucleus)     keep the smallest top set whose probability is >= p
- *   beam search   keep the B best partial sequences by total log-probability (section 6)
- * Removed tokens get a score of -infinity, i.e. probability 0.
- * ---------------------------------------------------------------------------------------- */
-
-/* Repetition penalty over the DISTINCT ids of prev: s / r if s > 0, else s * r. seen (V bytes,
-   all zero) marks ids already done; NULL: check earlier entries of prev instead. */
-static void repetition_penalty(float *logits, int32_t V, const int32_t *prev, size_t n_prev,
-                               float r, uint8_t *seen) {
-    for (size_t i = 0; i < n_prev; i++) {
-        int32_t id = prev[i];
-        if (id < 0 || id >= V) continue;
-        if (seen) {
-            if (seen[id]) continue;
-            seen[id] = 1;
-        } else {
-            size_t j = 0;
-            while (j < i && prev[j] != id) j++;
-            if (j < i) continue;
-        }
-        float s = logits[id];
-        logits[id] = s < 0 ? s * r : s / r;
-    }
-    if (seen)
-        for (size_t i = 0; i < n_prev; i++)
-            if (prev[i] >= 0 && prev[i] < V) seen[prev[i]] = 0;
-}
-
-/* A float's bits mapped to an unsigned integer of the same order (-inf lowest). */
-static uint32_t float_key(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
-}
-
-/* Sorts the n ids in ids[] by their logits ascending, stably (equal values keep their
-   order), with a three-pass radix sort on 11-bit digits: linear time, ~0.3 ms for all of
-   GPT-2's vocabulary. tmp (n) and keybuf (one float per vocabulary entry) are scratch. */
-static void sort_ascending(const float *logits, uint32_t *ids, int32_t n, uint32_t *tmp,
-                           float *keybuf) {
-    uint32_t *keys = (uint32_t *)(void *)keybuf; /* keys[id]: an order-preserving integer */
-    for (int32_t i = 0; i < n; i++) keys[ids[i]] = float_key(logits[ids[i]]);
-    uint32_t *src = ids, *dst = tmp;
-    for (int pass = 0; pass < 3; pass++) {
-        int shift = 11 * pass;
-        uint32_t count[2048] = {0};
-        for (int32_t i = 0; i < n; i++) count[(keys[src[i]] >> shift) & 2047]++;
-        uint32_t sum = 0;
-        for (int d = 0; d < 2048; d++) {
-            uint32_t cnt = count[d];
-            count[d] = sum;
-            sum += cnt;
-        }
-        for (int32_t i = 0; i < n; i++) dst[count[(keys[src[i]] >> shift) & 2047]++] = src[i];
-        uint32_t *t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != ids) memcpy(ids, src, (size_t)n * sizeof *ids); /* odd pass count: copy back */
-}
-
-/* scratch for the processors: work (V floats), order (2V) */
-typedef struct {
-    float *work;
-    uint32_t *order;
-    uint8_t *seen;
-} proc_scratch;
-
-/* top-k: remove every score strictly below the k-th highest (ties with it all stay). */
-static void top_k_filter(float *logits, int32_t V, int32_t k, int32_t min_keep, proc_scratch *ps) {
-    if (k < min_keep) k = min_keep;
-    if (k <= 0 || k >= V) return;
-    for (int32_t i = 0; i < V; i++) ps->order[i] = (uint32_t)i;
-    sort_ascending(logits, ps->order, V, ps->order + V, ps->work);
-    float kth = logits[ps->order[V - k]];
-    for (int32_t i = 0; i < V; i++)
-        if (logits[i] < kth) logits[i] = -INFINITY;
-}
-
-/* The value a user most likely typed for a float parameter (0.9f -> 0.9), so that 1 - p is
-   computed as Python computes it from the same text. */
-static double typed_value(float f) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.7g", (double)f);
-    return strtod(buf, NULL);
-}
-
-/* top-p as Hugging Face computes it: sort ascending, float32 softmax, running sum (each
-   partial sum rounded to float32), remove entries whose running sum is <= 1 - p, but never
-   the highest. In words: keep a token iff the probability mass above it is < p. */
-static void top_p_filter(float *logits, int32_t V, float top_p, int32_t min_keep, proc_scratch *ps) {
-    if (!(top_p < 1.0f)) return;
-    /* only the surviving entries: one removed earlier (by top-k) has probability 0, adds
-       nothing to the running sum and stays removed, so sorting it changes nothing */
-    uint32_t *order = ps->order;
-    int32_t m = 0;
-    for (int32_t i = 0; i < V; i++)
-        if (logits[i] != -INFINITY) order[m++] = (uint32_t)i;
-    if (m == 0) return;
-    sort_ascending(logits, order, m, order + V, ps->work);
-    float mx = logits[order[m - 1]];
-    float *e = ps->work; /* (m) exp(x - max) in sorted order (the sort is done with work) */
-    double sum = 0;
-    for (int32_t i = 0; i < m; i++) {
-        e[i] = expf(logits[order[i]] - mx);
-        sum += e[i];
-    }
-    float inv = 1.0f / (float)sum;
-    float threshold = (float)(1.0 - typed_value(top_p));
-    float cum = 0.0f;
-    for (int32_t i = 0; i < m - min_keep; i++) { /* the min_keep highest always stay */
-        cum = (float)((double)cum + (double)(e[i] * inv));
-        if (cum > threshold) break;
-        logits[order[i]] = -INFINITY;
-    }
-}
-
-static void process_logits(const gpt2_sampling *s, float *logits, int32_t V, const int32_t *prev,
-                           size_t n_prev, proc_scratch *ps) {
-    if (s->repetition_penalty != 1.0f && s->repetition_penalty > 0)
-        repetition_penalty(logits, V, prev, n_prev, s->repetition_penalty, ps->seen);
-    if (s->temperature > 0 && s->temperature != 1.0f)
-        for (int32_t i = 0; i < V; i++) logits[i] = logits[i] / s->temperature;
-    int32_t min_keep = s->min_tokens_to_keep > 1 ? s->min_tokens_to_keep : 1;
-    if (s->top_k > 0) top_k_filter(logits, V, s->top_k, min_keep, ps);
-    if (s->top_p < 1.0f && s->top_p >= 0) top_p_filter(logits, V, s->top_p, min_keep, ps);
-}
-
-void gpt2_process_logits(const gpt2_sampling *s, float *logits, int32_t n_vocab,
-                         const int32_t *prev, size_t n_prev) {
-    if (!s || !logits || n_vocab <= 0 || (!prev && n_prev)) return;
-    proc_scratch ps = {NULL, NULL, NULL};
-    bool sorts = (s->top_k > 0 && s->top_k < n_vocab) || (s->top_p < 1.0f && s->top_p >= 0);
-    if (sorts) {
-        ps.work = malloc((size_t)n_vocab * sizeof(float));
-        ps.order = malloc(2 * (size_t)n_vocab * sizeof(uint32_t));
-        if (!ps.work || !ps.order) { /* no memory: leave the row unfiltered rather than crash */
-            free(ps.work);
-            free(ps.order);
-            ps.work = NULL;
-            ps.order = NULL;
-            sorts = false;
-        }
-    }
-    ps.seen = n_prev > 64 ? calloc((size_t)n_vocab, 1) : NULL;
-    gpt2_sampling s2 = *s;
-    if (!sorts) {
-        s2.top_k = 0;
-        s2.top_p = 1.0f;
-    }
-    process_logits(&s2, logits, n_vocab, prev, n_prev, &ps);
-    free(ps.work);
-    free(ps.order);
-    free(ps.seen);
-}
-
-/* Greedy: the highest score, the first index on ties. */
-static int32_t argmax(const float *x, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
-/* The PRNG: xoshiro256** (Blackman & Vigna), seeded through splitmix64. One generator per
-   generate() call, so the same seed gives the same draws whatever the thread count. */
-typedef struct {
-    uint64_t s[4];
-} rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static void rng_seed(rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(rng *r) {
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-/* uniform in [0, 1) with 53 random bits */
-static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
-
-/* Sampling: softmax over the surviving scores, then the first id whose cumulative probability
-   exceeds a uniform draw (ids in increasing order). probs (V floats) is scratch. */
-static int32_t sample(const kernels *k, const float *logits, int32_t V, rng *r, float *probs) {
-    float mx = logits[argmax(logits, V)];
-    if (mx == -INFINITY) return argmax(logits, V);
-    memcpy(probs, logits, (size_t)V * sizeof *probs);
-    double total = k->exp_sum(probs, V, mx); /* removed tokens: exp(-inf) = 0 */
-    double u = rng_uniform(r) * total, cum = 0;
-    int32_t last = 0;
-    for (int32_t i = 0; i < V; i++) {
-        if (probs[i] == 0.0f) continue;
-        cum += probs[i];
-        last = i;
-        if (cum > u) return i;
-    }
-    return last; /* u within rounding of the total */
-}
-
-/* log_softmax of a row in place, as torch computes it: (x - max) - log(sum(exp(x - max))).
-   scratch holds V floats. */
-static void log_softmax(const kernels *k, float *x, int32_t n, float *scratch) {
-    float mx = x[argmax(x, n)];
-    memcpy(scratch, x, (size_t)n * sizeof *x);
-    float log_sum = logf(k->exp_sum(scratch, n, mx));
-    for (int32_t i = 0; i < n; i++) x[i] = (x[i] - mx) - log_sum;
-}
-
-/* ==========================================================================================
- * 6. Generation: the autoregressive loop
- * ==========================================================================================
- * Evaluate the prompt once (filling the KV cache), then repeat: choose a token from the last
- * logits, hand it to the caller, feed it back through the model. Stop at eos, after
- * max_new_tokens, when the callback asks to, or when the context is full.
- * ---------------------------------------------------------------------------------------- */
-
-gpt2_generate_params gpt2_generate_default_params(const gpt2_model *m) {
-    gpt2_generate_params p;
-    memset(&p, 0, sizeof p);
-    p.sampling.temperature = 1.0f;
-    p.sampling.top_k = 0;
-    p.sampling.top_p = 1.0f;
-    p.sampling.repetition_penalty = 1.0f;
-    p.sampling.seed = 0;
-    p.max_new_tokens = 64;
-    p.num_beams = 1;
-    p.length_penalty = 1.0f;
-    p.early_stopping = 0;
-    p.num_return_sequences = 1;
-    p.eos_id = m ? m->cfg.eot_id : -1;
-    return p;
-}
-
-static gpt2_status check_params(const gpt2_context *c, const int32_t *prompt, size_t n_prompt,
-                                const gpt2_generate_params *p) {
-    const gpt2_sampling *s = &p->sampling;
-    const int32_t V = c->m->cfg.n_vocab;
-    if (!(s->temperature >= 0) || isinf(s->temperature) || s->top_k < 0 ||
-        !(s->top_p >= 0 && s->top_p <= 1) || !(s->repetition_penalty > 0) ||
-        isinf(s->repetition_penalty) || p->max_new_tokens < 0 || p->num_beams < 1 ||
-        p->num_beams > GPT2_MAX_BATCH || !isfinite(p->length_penalty) ||
-        p->early_stopping < 0 || p->early_stopping > 2 || p->num_return_sequences < 1 ||
-        p->num_return_sequences > p->num_beams || p->eos_id < -1 || p->eos_id >= V ||
-        s->min_tokens_to_keep < 0)
-        return GPT2_E_ARG;
-    if (n_prompt == 0 || !prompt) return GPT2_E_ARG; /* the model needs at least one token */
-    for (size_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= V) return GPT2_E_ARG;
-    if (n_prompt > (size_t)c->n_ctx) return GPT2_E_CONTEXT_FULL;
-    return GPT2_OK;
-}
-
-static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_generate_params *p,
-                               int32_t *out, size_t cap, size_t *n_out, gpt2_generate_info *info);
-
-gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_prompt,
-                             const gpt2_generate_params *p, int32_t *out, size_t cap,
-                             size_t *n_out, gpt2_on_token cb, void *user,
-                             gpt2_generate_info *info) {
-    if (n_out) *n_out = 0;
-    if (!c || !p || !n_out || (!out && cap)) return GPT2_E_ARG;
-    gpt2_generate_info dummy;
-    memset(&dummy, 0, sizeof dummy);
-    if (!info) info = &dummy;
-    double *scores = info->scores;
-    memset(info, 0, sizeof *info);
-    info->scores = scores;
-    gpt2_status st = check_params(c, prompt, n_prompt, p);
-    if (st) return st;
-    const gpt2_model *m = c->m;
-    const int32_t V = m->cfg.n_vocab;
-
-    double t0 = now_seconds();
-    gpt2_context_reset(c);
-    memcpy(c->seq, prompt, n_prompt * sizeof *prompt);
-    st = eval_tokens(c, prompt, n_prompt, LOGITS_LAST, c->logits);   /* logits (V) */
-    if (st) return st;
-    info->n_prompt = (int32_t)n_prompt;
-    info->prompt_seconds = now_seconds() - t0;
-    double t1 = now_seconds();
-    if (p->num_beams > 1) {
-        st = beam_search(c, n_prompt, p, out, cap, n_out, info);
-        info->gen_seconds = now_seconds() - t1;
-        return st;
-    }
-
-    bool greedy = p->sampling.temperature == 0.0f;
-    gpt2_sampling s = p->sampling;
-    if (greedy) { /* Hugging Face applies no warpers when not sampling */
-        s.temperature = 1.0f;
-        s.top_k = 0;
-        s.top_p = 1.0f;
-    }
-    proc_scratch ps = {c->work, c->order, c->seen};
-    rng r;
-    rng_seed(&r, p->sampling.seed);
-    size_t n_seq = n_prompt;
-    info->stop = GPT2_STOP_LENGTH;
-    for (int32_t i = 0; i < p->max_new_tokens; i++) {
-        if (i > 0) { /* feed the previous token back */
-            if (c->n_past >= c->n_ctx) {
-                info->stop = GPT2_STOP_CONTEXT;
-                st = GPT2_E_CONTEXT_FULL;
-                break;
-            }
-            eval_tokens(c, &c->seq[n_seq - 1], 1, LOGITS_LAST, c->logits);
-        }
-        if (*n_out >= cap) {
-            info->stop = GPT2_STOP_BUFFER;
-            st = GPT2_E_BUFFER;
-            break;
-        }
-        process_logits(&s, c->logits, V, c->seq, n_seq, &ps);
-        int32_t id = greedy ? argmax(c->logits, V) : sample(m->k, c->logits, V, &r, c->work);
-        out[(*n_out)++] = id;
-        c->seq[n_seq++] = id;
-        info->n_generated++;
-        if (cb) {
-            const char *bytes;
-            size_t len;
-            gpt2_token_bytes(m, id, &bytes, &len);
-            if (cb(user, id, bytes, len)) {
-                info->stop = GPT2_STOP_CALLBACK;
-                break;
-            }
-        }
-        if (id == p->eos_id) {
-            info->stop = GPT2_STOP_EOS;
-            break;
-        }
-    }
-    info->gen_seconds = now_seconds() - t1;
-    return st;
-}
-
-gpt2_status gpt2_generate(gpt2_context *c, const int32_t *prompt, size_t n_prompt,
-                          const gpt2_generate_params *p, int32_t *out, size_t cap, size_t *n_out,
-                          gpt2_on_token cb, void *user) {
-    return gpt2_generate_ex(c, prompt, n_prompt, p, out, cap, n_out, cb, user, NULL);
-}
-
-/* ---- beam search -------------------------------------------------------------------------
- * Hugging Face transformers 4.40 (`_beam_search` + BeamSearchScorer), step by step:
- *  - B beams start as the prompt with scores [0, -1e9, ...] (the first step expands beam 0).
- *  - Each step: per beam, log_softmax of its logits (then processors), plus the beam's score;
- *    the top 2B of all B*V candidates, best first.
- *  - Walk them: an eos among the first B ranks finishes a hypothesis (its score is the sum of
- *    log-probs / generated_length ** length_penalty); other candidates become the next beams,
- *    until B are found.
- *  - The finished list keeps the best B. Once it is full, the search is done when
- *    early_stopping is True, or when no running beam can beat its worst (False / "never").
- *  - At max_new_tokens the running beams join the finished list; the best are returned.
- * Scores are float32 sums as in torch; normalised scores and comparisons are in double as in
- * Python.
- * ---------------------------------------------------------------------------------------- */
-
-typedef struct {
-    double score;       /* normalised */
-    double sum_logprobs;
-    int32_t *tokens;    /* generated ids, without eos */
-    int32_t n;
-    bool eos;
-} hypothesis;
-
-typedef struct {
-    hypothesis *h;      /* in insertion order, as Hugging Face keeps them */
-    int n, cap;
-    double worst;
-} hyp_list;
-
-/* BeamHypotheses.add: keep the best `cap`; ties drop the earliest added. */
-static bool hyp_add(hyp_list *L, const int32_t *tokens, int32_t n, double sum_logprobs,
-                    double lp, bool eos) {
-    double score = sum_logprobs / pow((double)(n + (eos ? 1 : 0)), lp);
-    if (L->n >= L->cap && !(score > L->worst)) return true;
-    int32_t *copy = malloc(((size_t)n + 1) * sizeof *copy);
-    if (!copy) return false;
-    memcpy(copy, tokens, (size_t)n * sizeof *copy);
-    hypothesis hy = {score, sum_logprobs, copy, n, eos};
-    L->h[L->n++] = hy;
-    if (L->n > L->cap) {
-        int worst = 0, second = -1;
-        for (int i = 1; i < L->n; i++)
-            if (L->h[i].score < L->h[worst].score) worst = i;
-        free(L->h[worst].tokens);
-        memmove(&L->h[worst], &L->h[worst + 1], (size_t)(L->n - worst - 1) * sizeof *L->h);
-        L->n--;
-        for (int i = 0; i < L->n; i++)
-            if (second < 0 || L->h[i].score < L->h[second].score) second = i;
-        L->worst = L->h[second].score;
-    } else {
-        L->worst = score < L->worst ? score : L->worst;
-    }
-    return true;
-}
-
-/* BeamHypotheses.is_done */
-static bool hyp_done(const hyp_list *L, double best_sum, int32_t gen_len, int32_t max_new,
-                     double lp, int early_stopping) {
-    if (L->n < L->cap) return false;
-    if (early_stopping == 1) return true;
-    double denom = (early_stopping == 2 && lp > 0) ? pow((double)max_new, lp)
-                                                   : pow((double)gen_len, lp);
-    return L->worst >= best_sum / denom;
-}
-
-typedef struct {
-    float score;        /* running sum of log-probs (float32, as torch keeps beam scores) */
-    int32_t *tokens;    /* (max_new) generated ids */
-    int32_t *cells;     /* (max_new) arena cells of those tokens' keys/values */
-} beam;
-
-typedef struct {
-    float score;
-    int32_t beam, token;
-} candidate;
-
-/* better candidate: higher score; ties: lower flat index (beam * V + token) */
-static bool cand_better(const candidate *a, const candidate *b, int32_t V) {
-    if (a->score != b->score) return a->score > b->score;
-    return (int64_t)a->beam * V + a->token < (int64_t)b->beam * V + b->token;
-}
-
-static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_generate_params *p,
-                               int32_t *out, size_t cap, size_t *n_out, gpt2_generate_info *info) {
-    const gpt2_model *m = c->m;
-    const int32_t V = m->cfg.n_vocab, B = p->num_beams, P = (int32_t)n_prompt;
-    const double lp = p->length_penalty;
-    int32_t N = p->max_new_tokens;
-    gpt2_status st = GPT2_OK;
-    info->stop = GPT2_STOP_LENGTH;
-    if (N > c->n_ctx - P + 1) { /* positions run out before max_new_tokens */
-        N = c->n_ctx - P + 1;
-        info->stop = GPT2_STOP_CONTEXT;
-        st = GPT2_E_CONTEXT_FULL;
-    }
-    /* memory: B beams (two generations), the arena, logits for B rows, the finished list */
-    beam *cur = calloc((size_t)B, sizeof *cur), *nxt = calloc((size_t)B, sizeof *nxt);
-    candidate *cands = malloc(2 * (size_t)B * sizeof *cands);
-    int32_t *seq = malloc(((size_t)P + (size_t)N + 1) * sizeof *seq);
-    int32_t *ids = malloc((size_t)B * sizeof *ids);
-    hyp_list fin = {calloc((size_t)B + 1, sizeof(hypothesis)), 0, B, 1e9};
-    bool ok = cur && nxt && cands && seq && ids && fin.h;
-    for (int32_t b = 0; ok && b < B; b++) {
-        size_t n = (size_t)N + 1;
-        cur[b].tokens = malloc(n * sizeof(int32_t));
-        cur[b].cells = malloc(n * sizeof(int32_t));
-        nxt[b].tokens = malloc(n * sizeof(int32_t));
-        nxt[b].cells = malloc(n * sizeof(int32_t));
-        ok = cur[b].tokens && cur[b].cells && nxt[b].tokens && nxt[b].cells;
-    }
-    if (ok && c->logits_rows < B) {
-        float *l = alloc64((size_t)B * (size_t)V * sizeof(float)); /* nothing to keep */
-        if (l) {
-            free(c->logits);
-            c->logits = l;
-            c->logits_rows = B;
-        }
-        ok = l != NULL;
-    }
-    if (ok && N > 1 && c->arena.cells < (N - 1) * B) ok = kv_alloc(&c->arena, m, (N - 1) * B);
-    if (!ok) {
-        st = GPT2_E_NOMEM;
-        N = 0;
-    }
-    proc_scratch ps = {c->work, c->order, c->seen};
-    memcpy(seq, c->seq, (size_t)P * sizeof *seq);
-    for (int32_t b = 0; ok && b < B; b++) cur[b].score = b == 0 ? 0.0f : -1e9f;
-    /* step 1 scores every beam against the prompt's logits: copy them to each row */
-    for (int32_t b = 1; ok && b < B; b++)
-        memcpy(c->logits + (size_t)b * V, c->logits, (size_t)V * sizeof(float));
-    bool done = false;
-    int32_t steps = 0;
-    for (int32_t step = 1; step <= N; step++) {
-        /* candidates: log_softmax + processors + beam score; keep the best 2B */
-        int n_c = 0;
-        for (int32_t b = 0; b < B; b++) {
-            float *row = c->logits + (size_t)b * V;
-            log_softmax(m->k, row, V, c->work);
-            if (p->sampling.repetition_penalty != 1.0f) {
-                memcpy(seq + P, cur[b].tokens, (size_t)(step - 1) * sizeof *seq);
-                repetition_penalty(row, V, seq, (size_t)(P + step - 1), p->sampling.repetition_penalty,
-                                   ps.seen);
-            }
-            for (int32_t v = 0; v < V; v++) {
-                candidate cd = {row[v] + cur[b].score, b, v};
-                if (n_c == 2 * B && !cand_better(&cd, &cands[n_c - 1], V)) continue;
-                int i = n_c < 2 * B ? n_c++ : n_c - 1; /* insertion into the sorted top 2B */
-                while (i > 0 && cand_better(&cd, &cands[i - 1], V)) {
-                    cands[i] = cands[i - 1];
-                    i--;
-                }
-                cands[i] = cd;
-            }
-        }
-        /* walk the candidates: eos finishes a hypothesis, the rest become beams */
-        int32_t nb = 0;
-        for (int rank = 0; rank < n_c && nb < B; rank++) {
-            const candidate *cd = &cands[rank];
-            const beam *src = &cur[cd->beam];
-            if (p->eos_id >= 0 && cd->token == p->eos_id) {
-                if (rank >= B) continue;
-                if (!hyp_add(&fin, src->tokens, step - 1, (double)cd->score, lp, true)) {
-                    st = GPT2_E_NOMEM;
-                    break;
-                }
-            } else {
-                beam *dst = &nxt[nb++];
-                dst->score = cd->score;
-                memcpy(dst->tokens, src->tokens, (size_t)(step - 1) * sizeof(int32_t));
-                memcpy(dst->cells, src->cells, (size_t)(step - 1) * sizeof(int32_t));
-                dst->tokens[step - 1] = cd->token;
-            }
-        }
-        if (st == GPT2_E_NOMEM) break;
-        beam *t = cur;
-        cur = nxt;
-        nxt = t;
-        steps = step;
-        done = done || hyp_done(&fin, (double)cands[0].score, step, N, lp, p->early_stopping);
-        if (done || step == N) break;
-        /* feed the B new tokens through the model together: one B-row forward pass */
-        for (int32_t b = 0; b < B; b++) {
-            row_view *rv = &c->views[b];
-            cur[b].cells[step - 1] = (step - 1) * B + b;
-            ids[b] = cur[b].tokens[step - 1];
-            rv->pos = P + step - 1;
-            rv->n_main = P;
-            rv->extra = cur[b].cells;
-            rv->n_extra = step;
-            rv->dst_arena = (step - 1) * B + b;
-        }
-        forward(c, ids, B, LOGITS_ALL, c->logits);
-    }
-    info->n_generated = steps;
-    if (st != GPT2_E_NOMEM) {
-        if (done) info->stop = GPT2_STOP_EOS;
-        else /* the running beams join the finished list, normalised by the full length */
-            for (int32_t b = 0; b < B && st != GPT2_E_NOMEM; b++)
-                if (!hyp_add(&fin, cur[b].tokens, steps, (double)cur[b].score, lp, false))
-                    st = GPT2_E_NOMEM;
-    }
-    if (st != GPT2_E_NOMEM) {
-        /* best first; among equal scores the later added first (Python's sorted + pop) */
-        size_t n = 0;
-        int32_t returned = 0;
-        for (int32_t r = 0; r < p->num_return_sequences && fin.n > 0; r++) {
-            int best = fin.n - 1;
-            for (int i = fin.n - 1; i >= 0; i--)
-                if (fin.h[i].score > fin.h[best].score) best = i;
-            hypothesis *hy = &fin.h[best];
-            for (int32_t i = 0; i <= hy->n; i++) {
-                int32_t id = i < hy->n ? hy->tokens[i] : (hy->eos ? p->eos_id : -2);
-                if (id == -2) continue;
-                if (n < cap) out[n] = id;
-                n++;
-            }
-            if (n < cap) out[n] = -1;
-            n++;
-            if (info->scores) info->scores[r] = hy->score;
-            returned++;
-            free(hy->tokens);
-            memmove(hy, hy + 1, (size_t)(fin.n - best - 1) * sizeof *hy);
-            fin.n--;
-        }
-        info->n_hypotheses = returned;
-        *n_out = n < cap ? n : cap;
-        if (n > cap && st == GPT2_OK) st = GPT2_E_BUFFER;
-    }
-    for (int i = 0; i < fin.n; i++) free(fin.h[i].tokens);
-    free(fin.h);
-    for (int32_t b = 0; cur && nxt && b < B; b++) {
-        free(cur[b].tokens); free(cur[b].cells); free(nxt[b].tokens); free(nxt[b].cells);
-    }
-    free(cur); free(nxt); free(cands); free(seq); free(ids);
-    return st;
-}
-
-/* ==========================================================================================
- * Appendix: gpt2_quantize — rewrite a model file with other weight types
- * ==========================================================================================
- * Every 2-D matrix is converted row by row: decode to float, encode to the new type. q8_0
- * encodes each block of 32 as d = max|x| / 127 and q = round(x / d), as GGUF defines it, so
- * llama.cpp reads the result. Metadata is copied as it is, except general.file_type.
+ * gpt2_quantize: every 2-D matrix is converted row by row: decode to float, encode to the new
+ * type. q8_0 encodes each block of 32 as d = max|x| / 127 and q = round(x * (1 / d)), halves
+ * away from zero, as ggml's reference quantizer does, so that a file we write has the bytes
+ * llama.cpp's would (the activations' quantizer in §3 rounds the other way, as ggml's SIMD
+ * one does). Metadata is copied as it is, except general.file_type.
  * ---------------------------------------------------------------------------------------- */
 
 static void quantize_row(const float *x, int64_t n, gpt2_type type, uint8_t *out) {
@@ -3845,3 +3936,74 @@ done:
     return s;
 }
 
+/* ---- memory bandwidth probe (for benchmarks) --------------------------------------------- */
+
+typedef struct {
+    const float *buf;
+    size_t n;
+    float sums[256];
+} bw_task;
+
+#ifdef GPT2_X86
+AVX512_TARGET static float sum_avx512(const float *p, size_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+#endif
+
+static void bw_worker(void *arg, int ith, int nth) {
+    bw_task *a = arg;
+    int64_t lo, hi;
+    split_range((int64_t)a->n, 1024, ith, nth, &lo, &hi);
+    float s = 0;
+#ifdef GPT2_X86
+    if (cpu_level() & CPU_AVX512) {
+        s = sum_avx512(a->buf + lo, (size_t)(hi - lo));
+        a->sums[ith] = s;
+        return;
+    }
+#endif
+    float acc[8] = {0};
+    for (int64_t i = lo; i + 8 <= hi; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a->buf[i + l];
+    a->sums[ith] = reduce8(acc) + s;
+}
+
+gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s) {
+    if (n_threads < 1 || n_threads > 256 || !gb_per_s) return GPT2_E_ARG;
+    size_t n = (size_t)64 << 20; /* 256 MB of floats, cache-line aligned (a straddling load
+                                      reads two lines and halves the figure) */
+    float *buf = aligned_alloc(64, n * sizeof(float));
+    pool *p = pool_new(n_threads);
+    if (!buf || !p) {
+        free(buf);
+        pool_free(p);
+        return GPT2_E_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) buf[i] = 1.0f;
+    bw_task a;
+    a.buf = buf;
+    a.n = n;
+    double rate[7]; /* the median of 7 passes: this figure is noisy on shared machines */
+    for (int rep = 0; rep < 7; rep++) {
+        double t0 = now_seconds();
+        pool_run(p, bw_worker, &a);
+        double t = now_seconds() - t0;
+        rate[rep] = t > 0 ? (double)n * sizeof(float) / t : 0;
+        for (int i = rep; i > 0 && rate[i] < rate[i - 1]; i--) {
+            double tmp = rate[i];
+            rate[i] = rate[i - 1];
+            rate[i - 1] = tmp;
+        }
+    }
+    pool_free(p);
+    free(buf);
+    *gb_per_s = rate[3] / 1e9;
+    return GPT2_OK;
+}

@@ -407,8 +407,8 @@ static void test_sampling_distribution(void **state) {
     int counts[8] = {0};
     const int N = 200000;
     float probs[8];
-    const kernels *k = kernels_best();
-    for (int i = 0; i < N; i++) counts[sample(k, logits, 8, &r, probs)]++;
+    const kernel_table *kt = kernels_best();
+    for (int i = 0; i < N; i++) counts[sample(kt, logits, 8, &r, probs)]++;
     assert_int_equal(counts[7], 0); /* a removed token is never drawn */
     double chi2 = 0;
     for (int i = 0; i < 7; i++) chi2 += (counts[i] - N * p[i]) * (counts[i] - N * p[i]) / (N * p[i]);

@@ -33,6 +33,8 @@ static int teardown(void **state) {
     return 0;
 }
 
+static const char *kt_name_of(const gpt2_model *m) { return m->kt->name; }
+
 static gpt2_model *load(const char *path) {
     gpt2_model *m = load_or_report(path);
     assert_non_null(m);
@@ -119,10 +121,10 @@ static void test_golden_logits_every_path(void **state) {
     FOR_EACH_KERNEL_PATH("golden logits f32", path, {
         gpt2_model *m = load_on_path(FIXTURE_GGUF, path);
         assert_non_null(m);
-        assert_string_equal(m->k->name, gpt2_get_model_info(m).kernels);
+        assert_string_equal(m->kt->name, gpt2_get_model_info(m).kernels);
         golden_report r = compare_golden(m);
         fprintf(stderr, "  %s (%s): max |logit - HF| = %.3g, summaries %.3g, loss %.3g, top-1 %d/%d\n",
-                path, m->k->name, r.max_diff, r.summary_diff, r.loss_diff, r.top1_same, r.positions);
+                path, m->kt->name, r.max_diff, r.summary_diff, r.loss_diff, r.top1_same, r.positions);
         assert_true(r.max_diff < 1e-4);
         assert_true(r.summary_diff < 1e-4);
         assert_true(r.loss_diff < 1e-4);
@@ -151,7 +153,7 @@ static void test_golden_logits_every_path(void **state) {
         double d = 0;
         for (size_t j = 0; ref && j < n * V; j++) d = fmax(d, fabs((double)lg[j] - ref[j]));
         fprintf(stderr, "  q8_0 %s: max |logit - HF| = %.3g, top-1 %d/%d; max |logit - scalar's| %.3g\n",
-                m->k->name, r.max_diff, r.top1_same, r.positions, d);
+                m->kt->name, r.max_diff, r.top1_same, r.positions, d);
         assert_true(r.max_diff < 0.22);
         assert_true(r.top1_same >= 120);
         assert_true(d < 0.2);
@@ -198,17 +200,14 @@ static void test_kernel_path_names(void **state) {
     const char *paths[N_ALL_KERNEL_PATHS];
     int n = kernel_paths_here(paths);
     for (int i = 0; i < n; i++) {
-        const kernels *k;
-        assert_int_equal(kernels_by_name(paths[i], &k), GPT2_OK);
-        const char *want = !strcmp(paths[i], "avx2-novnni") ? "avx2"
-                         : !strcmp(paths[i], "avx512-novnni") ? "avx512"
-                         : !strcmp(paths[i], "neon-nodotprod") ? "neon" : paths[i];
-        assert_string_equal(k->name, want);
+        const kernel_table *kt;
+        assert_int_equal(kernels_by_name(paths[i], &kt), GPT2_OK);
+        assert_string_equal(kt->name, kernel_path_label(paths[i]));
     }
-    /* the family names take the best member */
-    const kernels *best = kernels_best(), *k;
-    assert_int_equal(kernels_by_name(NULL, &k), GPT2_OK);
-    assert_ptr_equal(k, best);
+    /* no name: the best path */
+    const kernel_table *best = kernels_best(), *chosen;
+    assert_int_equal(kernels_by_name(NULL, &chosen), GPT2_OK);
+    assert_ptr_equal(chosen, best);
     assert_true(!strncmp(best->name, "scalar", 6) || !strncmp(best->name, "avx", 3) || !strncmp(best->name, "neon", 4));
 }
 
@@ -250,7 +249,7 @@ static void check_bit_identical(const char *path, const char *kernel_path_name, 
         gpt2_context_free(c);
         if (r && memcmp(lg, ref, n * nv * sizeof *lg) != 0) {
             fprintf(stderr, "%s on %s: %d threads, chunks of %zu differ from 1 thread\n", path,
-                    m->k->name, threads, chunk);
+                    m->kt->name, threads, chunk);
             fail();
         }
     }
@@ -391,7 +390,7 @@ static void test_weight_types(void **state) {
 /* ---- kernels: each SIMD path against the scalar reference --------------------------------- */
 
 /* the kernel tables of every path this CPU runs, scalar first, with the names that force them */
-static int kernel_tables(const kernels **tables, const char **names) {
+static int kernel_tables(const kernel_table **tables, const char **names) {
     int n = kernel_paths_here(names);
     for (int i = 0; i < n; i++) assert_int_equal(kernels_by_name(names[i], &tables[i]), GPT2_OK);
     assert_ptr_equal(tables[0], &kernels_scalar);
@@ -403,23 +402,23 @@ static void fill_row(uint8_t *dst, gpt2_type t, const float *v, int64_t n) {
 }
 
 /* One tile through a path. q8_0 weights take their activations quantized, as matmul does. */
-static void run_tile(const kernels *k, size_t ti, const uint8_t *w, size_t row_bytes, int nr,
+static void run_tile(const kernel_table *kt, size_t ti, const uint8_t *w, size_t row_bytes, int nr,
                      const float *x, size_t ldx, int nt, int64_t n, float *out, size_t ldo) {
     if (ti < WT_COUNT) {
-        k->dot[ti](w, row_bytes, nr, x, ldx, nt, n, out, ldo);
+        kt->dot[ti](w, row_bytes, nr, x, ldx, nt, n, out, ldo);
         return;
     }
     size_t ldq = (size_t)q8_groups(n);
     q8_group *q = aligned_alloc(64, (size_t)nt * ldq * sizeof *q);
     assert_non_null(q);
-    for (int t = 0; t < nt; t++) k->quantize_q8(x + (size_t)t * ldx, n, q + (size_t)t * ldq);
-    k->dot_q8(w, row_bytes, nr, q, ldq, nt, n, out, ldo);
+    for (int t = 0; t < nt; t++) kt->quantize_q8(x + (size_t)t * ldx, n, q + (size_t)t * ldq);
+    kt->dot_q8(w, row_bytes, nr, q, ldq, nt, n, out, ldo);
     free(q);
 }
 
 static void test_kernels_against_scalar(void **state) {
     (void)state;
-    const kernels *paths[N_ALL_KERNEL_PATHS];
+    const kernel_table *paths[N_ALL_KERNEL_PATHS];
     const char *names[N_ALL_KERNEL_PATHS];
     int n_paths = kernel_tables(paths, names);
     const gpt2_type types[] = {GPT2_TYPE_F32, GPT2_TYPE_F16, GPT2_TYPE_BF16, GPT2_TYPE_Q8_0};
@@ -568,7 +567,7 @@ static void test_q8_activations(void **state) {
     for (int i = 0; i < 64; i++) assert_true(g[0].q[i] >= -127 && g[0].q[i] <= 127);
     /* the SIMD versions give the same bytes: random rows of odd and even block counts, exact
        halves (ties), zero blocks, NaN and infinities */
-    const kernels *paths[N_ALL_KERNEL_PATHS];
+    const kernel_table *paths[N_ALL_KERNEL_PATHS];
     const char *names[N_ALL_KERNEL_PATHS];
     int n_paths = kernel_tables(paths, names);
     int compared = 0;
@@ -602,7 +601,7 @@ static void test_q8_activations(void **state) {
 /* GELU, softmax exponentials and attention's weighted sum: SIMD against scalar */
 static void test_vector_math_against_scalar(void **state) {
     (void)state;
-    const kernels *paths[N_ALL_KERNEL_PATHS];
+    const kernel_table *paths[N_ALL_KERNEL_PATHS];
     const char *names[N_ALL_KERNEL_PATHS];
     int n_paths = kernel_tables(paths, names);
     const int64_t sizes[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 1023};
@@ -674,6 +673,100 @@ static void test_vector_math_against_scalar(void **state) {
     report_paths("vector math against the scalar reference", names, n_paths);
 }
 
+/* ---- the fast code against the plain reference code -------------------------------------- */
+
+/* matmul() (tiles, threads, epilogues) against matmul_reference() (three loops), every path,
+   every weight type, token counts that leave partial tiles */
+static void test_matmul_against_reference(void **state) {
+    (void)state;
+    const gpt2_type types[] = {GPT2_TYPE_F32, GPT2_TYPE_F16, GPT2_TYPE_BF16, GPT2_TYPE_Q8_0};
+    const int64_t R = 37, n = 96;
+    const int Ts[] = {1, 3, 4, 9};
+    uint64_t seed = 21;
+    FOR_EACH_KERNEL_PATH("matmul against the three-loop reference", path, {
+        gpt2_model *m = load_on_path(FIXTURE_GGUF, path);
+        assert_non_null(m);
+        gpt2_context *c = context(m, 3);
+        for (size_t ti = 0; ti < 4; ti++) {
+            size_t row_bytes = (size_t)n * 4;
+            uint8_t *data = malloc((size_t)R * row_bytes);
+            float *v = malloc((size_t)n * sizeof *v), bias[37];
+            for (int64_t r = 0; r < R; r++) {
+                for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed);
+                quantize_row(v, n, types[ti], data + (size_t)r * row_bytes);
+                bias[r] = gb_randf(&seed);
+            }
+            matrix w = {data, types[ti], R, n, row_bytes};
+            for (size_t k = 0; k < sizeof Ts / sizeof *Ts; k++) {
+                int T = Ts[k];
+                float *x = malloc((size_t)T * n * sizeof *x), *xr = malloc((size_t)T * n * sizeof *xr);
+                float *got = malloc((size_t)T * R * sizeof *got), *want = malloc((size_t)T * R * sizeof *want);
+                for (int64_t i = 0; i < T * n; i++) x[i] = xr[i] = gb_randf(&seed) * 4;
+                if (types[ti] == GPT2_TYPE_Q8_0) { /* the reference sees x as the kernels do */
+                    q8_group g[2];
+                    for (int t = 0; t < T; t++) {
+                        quantize_q8_scalar(x + (size_t)t * n, n, g);
+                        for (int64_t i = 0; i < n; i++)
+                            xr[(size_t)t * n + i] = g[i / 64].d[(i % 64) / 32 * 8] * g[i / 64].q[i % 64];
+                    }
+                }
+                const epilogue eps[3] = {EPI_STORE, EPI_GELU, EPI_ADD};
+                for (int e = 0; e < 3; e++) {
+                    for (int64_t i = 0; i < T * R; i++) got[i] = 0.5f;
+                    matmul(c, &w, bias, x, T, got, eps[e]);
+                    matmul_reference(want, xr, &w, bias, T);
+                    for (int64_t i = 0; i < T * R; i++) {
+                        float ref = eps[e] == EPI_GELU ? gelu(want[i]) : eps[e] == EPI_ADD ? want[i] + 0.5f : want[i];
+                        if (!(fabsf(got[i] - ref) <= 1e-5f * (1.0f + fabsf(ref)))) {
+                            fprintf(stderr, "%s %s T=%d epilogue %d: %g vs reference %g\n", kt_name_of(m),
+                                    gpt2_type_name(types[ti]), T, e, got[i], ref);
+                            fail();
+                        }
+                    }
+                }
+                free(x); free(xr); free(got); free(want);
+            }
+            free(data);
+            free(v);
+        }
+        gpt2_context_free(c);
+        gpt2_free(m);
+    });
+}
+
+/* the tiled attention of forward() against attention_head_reference(): after one pass over 40
+   tokens the context holds the last block's queries (qkv), its cache, and its attention
+   output (y), which must be what the plain one-head loop computes from them */
+static void test_attention_against_reference(void **state) {
+    (void)state;
+    int32_t ids[40];
+    for (int i = 0; i < 40; i++) ids[i] = (i * 4099 + 7) % V;
+    FOR_EACH_KERNEL_PATH("attention against the one-head reference", path, {
+        gpt2_model *m = load_on_path(FIXTURE_GGUF, path);
+        assert_non_null(m);
+        gpt2_context *c = context(m, 2);
+        assert_int_equal(gpt2_eval(c, ids, 40, NULL), GPT2_OK);
+        const gpt2_config *cf = &m->cfg;
+        const int C = cf->n_embd, NH = cf->n_head, HS = C / NH, l = cf->n_layer - 1;
+        float y[64], scores[40];
+        double worst = 0;
+        for (int t = 0; t < 40; t++)
+            for (int h = 0; h < NH; h++) {
+                attention_head_reference(y, c->qkv + (size_t)t * 3 * C + (size_t)h * HS,
+                                         kv_row(&c->cache, c->cache.k, cf, l, h, 0),
+                                         kv_row(&c->cache, c->cache.v, cf, l, h, 0), t + 1, HS, scores);
+                for (int i = 0; i < HS; i++) {
+                    double d = fabs((double)y[i] - c->y[(size_t)t * C + (size_t)h * HS + (size_t)i]);
+                    worst = d > worst ? d : worst;
+                }
+            }
+        fprintf(stderr, "  %s: max |attention - reference| = %.3g\n", kt_name_of(m), worst);
+        assert_true(worst < 1e-5);
+        gpt2_context_free(c);
+        gpt2_free(m);
+    });
+}
+
 /* f16 and bf16 conversions against their definitions, on every 16-bit pattern */
 static void test_half_conversions(void **state) {
     (void)state;
@@ -741,6 +834,8 @@ int main(void) {
         cmocka_unit_test(test_q8_activations),
         cmocka_unit_test(test_f32_rows_off_cache_lines),
         cmocka_unit_test(test_vector_math_against_scalar),
+        cmocka_unit_test(test_matmul_against_reference),
+        cmocka_unit_test(test_attention_against_reference),
         cmocka_unit_test(test_half_conversions),
         cmocka_unit_test(test_perplexity),
     };

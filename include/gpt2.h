@@ -1,30 +1,48 @@
-/* gpt2.h — the public interface of gpt2c, a GPT-2 inference engine in C11.
+/* gpt2.h — the public interface of gpt2c, a GPT-2 inference engine for the CPU in C11.
  *
  * Everything a program needs: load a model (one GGUF file), turn text into token ids and
  * back, run the transformer over tokens with a KV cache, and generate text greedily, by
- * sampling or by beam search.
+ * sampling or by beam search, streamed as UTF-8 text with stop strings.
  *
  * Conventions
  *   - Every function that can fail returns a gpt2_status; GPT2_OK (0) is success.
- *     gpt2_strerror() names a status. Functions that load files also fill an optional
- *     caller-provided message buffer with the precise reason.
- *   - Handles are opaque. A gpt2_model is immutable once loaded and may be shared by any
- *     number of threads; a gpt2_context (KV cache + scratch) belongs to one thread at a time.
+ *     gpt2_strerror() names a status. Functions that load or write files also fill an
+ *     optional caller-provided message buffer (err, err_len) with the precise reason; it is
+ *     always NUL-terminated when err_len > 0, and may be NULL.
+ *   - Handles are opaque. A gpt2_model is immutable once loaded and may be used by any
+ *     number of threads at once; it must outlive every context made from it. A gpt2_context
+ *     (KV cache + scratch) is used by one thread at a time; two contexts on one model may
+ *     run in two threads. The same holds for gpt2_text_stream.
  *   - Buffers are owned by the caller: the library writes at most `cap` elements and says
- *     how many it needed.
- *   - The library never prints, never exits, never aborts, and keeps no global mutable state.
+ *     how many it needed. Pointers the library returns (token bytes, names) stay valid
+ *     while the object they came from lives.
+ *   - Out-parameters are set on failure too (to NULL or 0) unless said otherwise.
+ *   - The library never prints, never exits, never aborts, and keeps no global mutable
+ *     state. It reads two environment variables, documented where they apply:
+ *     GPT2_KERNELS and GPT2_NO_MMAP (gpt2_model_params).
  *
- * Minimal use:
+ * A complete program (examples/simple.c is the same with every status checked):
  *
- *     gpt2_model *m; char err[256];
- *     if (gpt2_load("models/gpt2-124M.gguf", &m, err, sizeof err) != GPT2_OK) { puts(err); ... }
- *     gpt2_context *c; gpt2_context_new(m, NULL, &c);
- *     int32_t ids[64]; size_t n;
- *     gpt2_tokenize(m, "Hello", 5, 0, ids, 64, &n);
- *     gpt2_generate_params p = gpt2_generate_default_params(m);
- *     int32_t out[32]; size_t n_out;
- *     gpt2_generate(c, ids, n, &p, out, 32, &n_out, NULL, NULL);
- *     gpt2_context_free(c); gpt2_free(m);
+ *     #include <stdio.h>
+ *     #include "gpt2.h"
+ *     int main(void) {
+ *         gpt2_model *m; char err[256];
+ *         if (gpt2_load("models/gpt2-124M.gguf", &m, err, sizeof err)) { puts(err); return 1; }
+ *         gpt2_context *c; gpt2_context_new(m, NULL, &c);
+ *         int32_t ids[64], out[32]; size_t n, n_out;
+ *         gpt2_tokenize(m, "Hello, my name is", 17, 0, ids, 64, &n);
+ *         gpt2_generate_params p = gpt2_generate_default_params(m);
+ *         p.max_new_tokens = 32;
+ *         gpt2_generate(c, ids, n, &p, out, 32, &n_out, NULL, NULL);
+ *         char text[1024]; size_t len;
+ *         gpt2_detokenize(m, out, n_out, text, sizeof text, &len);
+ *         printf("%.*s\n", (int)len, text);
+ *         gpt2_context_free(c); gpt2_free(m);
+ *         return 0;
+ *     }
+ *
+ * Build: cc prog.c $(pkg-config --cflags --libs gpt2), or cc prog.c -Iinclude
+ * build/libgpt2.a -lm -lpthread from a build tree.
  */
 #ifndef GPT2_H
 #define GPT2_H
@@ -36,28 +54,32 @@
 extern "C" {
 #endif
 
-#define GPT2_VERSION "0.1.0"
+#define GPT2_VERSION "0.2.0"
+#define GPT2_VERSION_MAJOR 0
+#define GPT2_VERSION_MINOR 2
+#define GPT2_VERSION_PATCH 0
 
-/* ------------------------------------------------------------------------------------------
+/* ==========================================================================================
  * Status codes
- * ---------------------------------------------------------------------------------------- */
+ * ======================================================================================== */
 typedef enum gpt2_status {
     GPT2_OK = 0,
     GPT2_E_IO,            /* a file could not be opened, read or written */
     GPT2_E_FORMAT,        /* a model file is malformed, truncated or inconsistent */
-    GPT2_E_UNSUPPORTED,   /* well-formed, but uses something this engine does not support */
+    GPT2_E_UNSUPPORTED,   /* well-formed, but uses something this engine (or CPU) cannot do */
     GPT2_E_NOMEM,         /* an allocation failed */
-    GPT2_E_ARG,           /* an argument is out of range or NULL where it must not be */
+    GPT2_E_ARG,           /* an argument is out of range, or NULL where it must not be */
     GPT2_E_CONTEXT_FULL,  /* the tokens would not fit in the context (nothing was changed) */
     GPT2_E_BUFFER         /* a caller-provided buffer is too small (see the *_n / *_len out) */
 } gpt2_status;
 
-/* A short, static, English description of s ("ok", "out of memory", ...). */
+/* A short, static, English description of s ("ok", "out of memory", ...); "unknown status"
+   for a value that is not a gpt2_status. Never NULL. */
 const char *gpt2_strerror(gpt2_status s);
 
-/* ------------------------------------------------------------------------------------------
+/* ==========================================================================================
  * Model
- * ---------------------------------------------------------------------------------------- */
+ * ======================================================================================== */
 typedef struct gpt2_model gpt2_model;       /* immutable after load; shareable across threads */
 typedef struct gpt2_context gpt2_context;   /* KV cache + scratch for one sequence */
 
@@ -78,113 +100,137 @@ typedef enum gpt2_type {
     GPT2_TYPE_BF16 = 30
 } gpt2_type;
 
-/* Loads a GGUF model file (memory-mapped where possible). Every size, offset, count and
-   shape is checked against the file before use. err (may be NULL) receives a
-   human-readable reason on failure. The same as gpt2_load_ex(path, NULL, ...). */
-gpt2_status gpt2_load(const char *path, gpt2_model **out, char *err, size_t err_len);
-
-/* How a model is loaded. */
+/* How a model is loaded; start from gpt2_model_default_params(). */
 typedef struct gpt2_model_params {
-    int32_t     use_mmap;  /* 1: map the file (default); 0: read it into memory. The
+    int32_t     use_mmap;  /* 1 (default): map the file; 0: read it into memory. The
                               environment variable GPT2_NO_MMAP=1 also turns mapping off. */
-    const char *kernels;   /* the kernel path: NULL (default) takes $GPT2_KERNELS if set, else
-                              the best path this CPU runs. A name: "scalar", "avx2", "avx512",
-                              "neon" (each the best of its family, e.g. avx512 with VNNI where
-                              present), an exact path as gpt2_model_info.kernels reports it
-                              ("avx512-vnni"), or a family without a feature ("avx512-novnni",
-                              "neon-nodotprod"). A path this CPU cannot run is
-                              GPT2_E_UNSUPPORTED, an unknown name GPT2_E_ARG: never a
-                              silent fallback. Results are bit-identical across threads and
-                              batching on every path; paths differ from each other by rounding. */
+    const char *kernels;   /* the kernel path; NULL (default): $GPT2_KERNELS if set, else the
+                              best path this CPU runs. A name: "scalar", "avx2", "avx512",
+                              "neon" (each the best of its family, e.g. avx512 with VNNI
+                              where the CPU has it); an exact path as gpt2_model_info.kernels
+                              reports it ("avx512-vnni"); or a family without a feature
+                              ("avx2-novnni", "avx512-novnni", "neon-nodotprod"). A path this
+                              CPU cannot run is GPT2_E_UNSUPPORTED, an unknown name GPT2_E_ARG
+                              (also when it comes from GPT2_KERNELS): never a silent fallback.
+                              Results are bit-identical for any thread count and batching on
+                              every path; paths differ from each other by rounding. */
 } gpt2_model_params;
+
+/* The defaults: mapped, best kernels (or $GPT2_KERNELS). */
 gpt2_model_params gpt2_model_default_params(void);
 
-/* gpt2_load with parameters; p may be NULL for the defaults. */
+/* Loads the GGUF model file at path into *out. Every size, offset, count and shape is
+   checked against the file before use; a truncated, corrupt or hostile file gives
+   GPT2_E_FORMAT (or GPT2_E_UNSUPPORTED for a well-formed file of something else), never a
+   crash. path must be a regular file (a FIFO or a device is refused without reading it).
+   p may be NULL for the defaults. On failure *out is NULL and err says why. Thread-safe. */
 gpt2_status gpt2_load_ex(const char *path, const gpt2_model_params *p, gpt2_model **out,
                          char *err, size_t err_len);
 
-/* Whether this CPU runs the kernel path `name` (any name gpt2_model_params.kernels takes):
-   GPT2_OK, GPT2_E_UNSUPPORTED (a path of another CPU, or one needing features this CPU
-   lacks), or GPT2_E_ARG (no path has that name, or name is NULL). */
-gpt2_status gpt2_kernels_supported(const char *name);
-/* The same from a GGUF image in memory. The buffer is borrowed: it must stay valid and
-   unchanged until gpt2_free (it must be aligned to 8 bytes, as malloc's memory is). */
+/* gpt2_load_ex(path, NULL, out, err, err_len). */
+gpt2_status gpt2_load(const char *path, gpt2_model **out, char *err, size_t err_len);
+
+/* The same from a GGUF image in memory (kernels as with default parameters). The buffer is
+   borrowed, not copied: it must stay valid and unchanged until gpt2_free, and be aligned to
+   8 bytes (malloc's memory is). */
 gpt2_status gpt2_load_from_buffer(const void *data, size_t size, gpt2_model **out, char *err,
                                   size_t err_len);
-void        gpt2_free(gpt2_model *m);                      /* NULL is a no-op */
+
+/* Frees a model and unmaps its file. Free its contexts first. NULL is a no-op. */
+void gpt2_free(gpt2_model *m);
+
+/* The model's shape; all zero (eot_id -1) for NULL. */
 gpt2_config gpt2_get_config(const gpt2_model *m);
 
 typedef struct gpt2_model_info {
     gpt2_config config;
     int32_t     n_ff;            /* MLP hidden width (4 * n_embd for GPT-2) */
     float       norm_eps;        /* layernorm epsilon */
-    gpt2_type   matrix_type;     /* type of the block weight matrices */
+    gpt2_type   matrix_type;     /* type of the first block's weight matrices */
     uint64_t    n_params;        /* parameters, the tied output matrix counted once */
     uint64_t    weight_bytes;    /* bytes of tensor data read to produce one token */
     uint64_t    file_bytes;      /* size of the model file */
     int         mapped;          /* 1 if the file is memory-mapped, 0 if it was read */
     const char *name;            /* general.name, or "" (valid while the model lives) */
     const char *kernels;         /* the kernel path in use: "avx512-vnni", "avx512", "avx2",
-                                    "neon-dotprod", "neon" or "scalar" (see gpt2_model_params) */
+                                    "neon-dotprod", "neon" or "scalar" (static string) */
 } gpt2_model_info;
+
+/* What a model is and how it runs; zeros and "" for NULL. */
 gpt2_model_info gpt2_get_model_info(const gpt2_model *m);
 
 /* A static name for a weight type: "f32", "f16", "bf16", "q8_0"; "?" if unknown. */
 const char *gpt2_type_name(gpt2_type t);
 
-/* ------------------------------------------------------------------------------------------
- * Tokenizer (GPT-2's byte-level BPE, identical to OpenAI's encoder.py)
- * ---------------------------------------------------------------------------------------- */
+/* Whether this CPU runs the kernel path `name` (any name gpt2_model_params.kernels takes):
+   GPT2_OK, GPT2_E_UNSUPPORTED (a path of another CPU, or one needing features this CPU
+   lacks), or GPT2_E_ARG (no path has that name, or name is NULL). */
+gpt2_status gpt2_kernels_supported(const char *name);
 
-/* Encode len bytes. *n_ids receives the number of ids the text needs; GPT2_E_BUFFER when
-   cap is smaller (nothing past cap is written). allow_special = 0: "<|endoftext|>" is plain
-   text, as in GPT-2's own encoder; 1: it becomes eot_id. Any byte string is accepted: a byte
-   that is not part of valid UTF-8 is treated as a character of its own ("other" class), so
-   decoding the ids always gives back the same bytes. */
+/* ==========================================================================================
+ * Tokenizer (GPT-2's byte-level BPE, identical to OpenAI's encoder.py)
+ * ======================================================================================== */
+
+/* Encodes len bytes of text (need not be NUL-terminated; NULL only when len is 0). *n_ids
+   receives the number of ids the text needs; GPT2_E_BUFFER when cap is smaller (the first
+   cap ids are written, nothing past cap). ids may be NULL when cap is 0, to ask the size.
+   allow_special = 0: "<|endoftext|>" is plain text, as in GPT-2's own encoder; 1: it
+   becomes eot_id. Any byte string is accepted: a byte that is not part of valid UTF-8 is a
+   character of its own, so decoding the ids always gives back the same bytes. A text never
+   needs more ids than it has bytes. */
 gpt2_status gpt2_tokenize(const gpt2_model *m, const char *text, size_t len, int allow_special,
                           int32_t *ids, size_t cap, size_t *n_ids);
 
-/* The bytes of one token (not NUL-terminated; may be part of a UTF-8 character). The
-   pointer stays valid while the model lives. */
+/* The bytes of one token: *bytes (not NUL-terminated; it may be part of a UTF-8
+   character) and *len. The pointer stays valid while the model lives. GPT2_E_ARG for an id
+   outside the vocabulary. */
 gpt2_status gpt2_token_bytes(const gpt2_model *m, int32_t id, const char **bytes, size_t *len);
 
-/* The concatenated bytes of n ids. *len receives the number of bytes needed; GPT2_E_BUFFER
-   when cap is smaller (nothing past cap is written). Not NUL-terminated. */
+/* The concatenated bytes of n ids into buf. *len receives the number of bytes needed;
+   GPT2_E_BUFFER when cap is smaller (the first cap bytes are written). Not NUL-terminated.
+   Every id is checked first: GPT2_E_ARG (and nothing written) if one is outside the
+   vocabulary. */
 gpt2_status gpt2_detokenize(const gpt2_model *m, const int32_t *ids, size_t n,
                             char *buf, size_t cap, size_t *len);
 
-/* ------------------------------------------------------------------------------------------
+/* ==========================================================================================
  * Context: the KV cache of one sequence, and the transformer forward pass
- * ---------------------------------------------------------------------------------------- */
+ * ======================================================================================== */
 typedef struct gpt2_context_params {
-    int32_t n_threads;  /* worker threads for the matrix work (>= 1); results do not depend on it */
-    int32_t n_ctx;      /* 0 = the model's; smaller values save memory */
+    int32_t n_threads;  /* worker threads for the matrix work, 1..256 (default: the CPUs
+                           online); results do not depend on it */
+    int32_t n_ctx;      /* positions to hold: 0 = the model's (default); 1..the model's
+                           n_ctx saves memory; more is GPT2_E_ARG */
 } gpt2_context_params;
 gpt2_context_params gpt2_context_default_params(void);
 
-/* p may be NULL for the defaults. */
+/* A context for m (p NULL: the defaults), with its own threads and cache. m must outlive
+   it. GPT2_E_ARG for parameters out of range, GPT2_E_NOMEM if the cache does not fit. */
 gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, gpt2_context **out);
-void        gpt2_context_free(gpt2_context *c);            /* NULL is a no-op */
+void        gpt2_context_free(gpt2_context *c);            /* stops its threads; NULL: no-op */
 void        gpt2_context_reset(gpt2_context *c);           /* empty the KV cache */
 int32_t     gpt2_context_length(const gpt2_context *c);    /* tokens in the KV cache */
 int32_t     gpt2_context_size(const gpt2_context *c);      /* capacity in tokens */
 
-/* Append n tokens at the current position. If logits != NULL it receives n * n_vocab floats,
-   the next-token logits after each of the n tokens. GPT2_E_CONTEXT_FULL if it would
-   overflow; GPT2_E_ARG for an id outside the vocabulary. On error nothing is appended. */
+/* Appends n tokens at the current position and runs them through the model. If logits is
+   not NULL it receives n * n_vocab floats, the next-token logits after each of the n
+   tokens. GPT2_E_CONTEXT_FULL if they would not fit, GPT2_E_ARG for an id outside the
+   vocabulary: then nothing is appended. The result is the same, bit for bit, whether the
+   tokens come in one call or many, and whatever n_threads. */
 gpt2_status gpt2_eval(gpt2_context *c, const int32_t *ids, size_t n, float *logits);
 
 /* Perplexity of a token sequence exactly as Hugging Face documents it ("Perplexity of
    fixed-length models"): windows of at most max_len tokens (0 = the context size) advanced
-   by stride tokens (0 = max_len); each window scores only the tokens not scored by the
-   previous one; ppl = exp(sum of negative log-likelihoods / tokens scored). The context is
-   reset. *nll_mean (may be NULL) receives the mean negative log-likelihood. */
+   by stride tokens (0 = max_len; at most max_len); each window scores only the tokens not
+   scored by the previous one; ppl = exp(sum of negative log-likelihoods / tokens scored).
+   Needs n >= 2. The context is reset. *nll_mean (may be NULL) receives the mean negative
+   log-likelihood. */
 gpt2_status gpt2_perplexity(gpt2_context *c, const int32_t *ids, size_t n, int32_t max_len,
                             int32_t stride, double *ppl, double *nll_mean);
 
-/* ------------------------------------------------------------------------------------------
+/* ==========================================================================================
  * Decoding
- * ---------------------------------------------------------------------------------------- */
+ * ======================================================================================== */
 typedef struct gpt2_sampling {
     float    temperature;         /* 1.0; 0 means greedy */
     int32_t  top_k;               /* 0 = off */
@@ -194,33 +240,90 @@ typedef struct gpt2_sampling {
     int32_t  min_tokens_to_keep;  /* top-k / top-p never keep fewer; 0 means 1 (HF's default) */
 } gpt2_sampling;
 
-/* Applies, in place and in Hugging Face's order, repetition penalty (over prev), temperature,
-   top-k, top-p to one row of logits; removed entries become -INFINITY. Each step is skipped
-   when it is off: repetition_penalty 1, temperature 0 or 1, top_k 0, top_p 1. */
+/* Applies, in place and in Hugging Face's order, repetition penalty (over the n_prev ids of
+   prev), temperature, top-k, top-p to one row of n_vocab logits; removed entries become
+   -INFINITY. Each step is skipped when it is off: repetition_penalty 1, temperature 0 or
+   1, top_k 0, top_p 1. Invalid arguments leave the row unchanged. */
 void gpt2_process_logits(const gpt2_sampling *s, float *logits, int32_t n_vocab,
                          const int32_t *prev, size_t n_prev);
 
+/* ==========================================================================================
+ * Streaming text
+ * ==========================================================================================
+ * A token's bytes may end in the middle of a UTF-8 character, and a stop string may span
+ * tokens. A gpt2_text_stream takes token bytes as they come and hands on text that is safe
+ * to show: whole characters, and never a stop string or what follows it. gpt2_generate does
+ * this itself when its parameters have stop strings or an on_text callback; callers that
+ * drive their own loop with gpt2_eval use it directly (examples/chat.c). */
+
+/* Receives text (len > 0 bytes, not NUL-terminated, valid only during the call). Return
+   nonzero to stop. */
+typedef int (*gpt2_on_text)(void *user, const char *text, size_t len);
+
+typedef struct gpt2_text_stream gpt2_text_stream;
+
+/* A stream that stops at any of the n_stop stop strings (copied; none may be empty; n_stop
+   0 for none, at most 1024). */
+gpt2_status gpt2_text_stream_new(const char *const *stop, size_t n_stop, gpt2_text_stream **out);
+void gpt2_text_stream_free(gpt2_text_stream *ts);   /* NULL: no-op */
+void gpt2_text_stream_reset(gpt2_text_stream *ts);  /* forget held text and a stop */
+
+/* Appends len bytes and calls emit (may be NULL) zero or more times with the text that is
+   now certain. Returns 1 when a stop string is complete: the text before it has been
+   emitted, the stop string and what follows are dropped, and later pushes do nothing but
+   return 1. Returns -1 when emit returned nonzero, else 0. */
+int gpt2_text_stream_push(gpt2_text_stream *ts, const char *bytes, size_t len, gpt2_on_text emit,
+                          void *user);
+
+/* At the end of the text: emits what is still held back (the start of a stop string that
+   never completed, the bytes of an unfinished character as they are). Returns -1 when emit
+   returned nonzero, else 0. */
+int gpt2_text_stream_flush(gpt2_text_stream *ts, gpt2_on_text emit, void *user);
+
+/* 1 once a stop string was found (until reset), else 0. */
+int gpt2_text_stream_stopped(const gpt2_text_stream *ts);
+
+/* ==========================================================================================
+ * Generation
+ * ======================================================================================== */
 typedef struct gpt2_generate_params {
     gpt2_sampling sampling;
-    int32_t max_new_tokens;
-    int32_t num_beams;             /* 1 = greedy/sampling; > 1 = beam search (deterministic) */
-    float   length_penalty;        /* beam search, Hugging Face semantics */
+    int32_t max_new_tokens;        /* 64 */
+    int32_t num_beams;             /* 1 = greedy/sampling; 2..512 = beam search (deterministic) */
+    float   length_penalty;        /* beam search, Hugging Face semantics (1.0) */
     int32_t early_stopping;        /* beam search, Hugging Face semantics: 0 False, 1 True, 2 "never" */
-    int32_t num_return_sequences;  /* beam search: how many hypotheses to return */
+    int32_t num_return_sequences;  /* beam search: how many hypotheses to return (1..num_beams) */
     int32_t eos_id;                /* -1 = never stop on a token; default eot_id */
+    /* greedy and sampling only (beam search returns whole hypotheses: cut their text with a
+       gpt2_text_stream, as the gpt2 tool does): */
+    const char *const *stop;       /* n_stop stop strings (NULL when n_stop is 0): generation
+                                      ends once the generated text contains one (the prompt
+                                      is not searched). The ids returned include the token
+                                      that completed it; the text given to on_text ends
+                                      before it. */
+    int32_t n_stop;
+    gpt2_on_text on_text;          /* NULL, or receives the generated text as it becomes
+                                      safe to show (see "Streaming text"); the eos token is
+                                      not text and is not given to it */
+    void *on_text_user;
 } gpt2_generate_params;
+
+/* The defaults above for m (m may be NULL: eos_id is then -1). */
 gpt2_generate_params gpt2_generate_default_params(const gpt2_model *m);
 
-/* Streaming callback: called once per generated token (not for beam search); return nonzero to stop. */
+/* Streaming callback: called once per generated token, eos included (not for beam search),
+   with the token's bytes; return nonzero to stop. */
 typedef int (*gpt2_on_token)(void *user, int32_t id, const char *bytes, size_t len);
 
-/* Generates after the prompt. out receives the new ids (prompt excluded; an eos that ended a
-   sequence is included, as Hugging Face returns it). For beam search out holds the
-   num_return_sequences hypotheses best-first, each followed by -1 (cap ids in total).
-   temperature 0 (or num_beams > 1) is deterministic; otherwise sampling from seed.
-   The context is reset first. Generation stops at eos, after max_new_tokens, when cb returns
-   nonzero, or at the end of the context (then GPT2_E_CONTEXT_FULL is returned together with
-   the tokens generated so far in out / *n_out). */
+/* Generates after the prompt (n_prompt >= 1 ids). out receives the new ids (prompt
+   excluded; an eos that ended a sequence is included, as Hugging Face returns it). For beam
+   search out holds the num_return_sequences hypotheses best-first, each followed by -1
+   (cap ids in total). temperature 0 (or num_beams > 1) is deterministic; otherwise sampling
+   from seed, the same tokens for the same seed whatever n_threads. The context is reset
+   first. Generation stops at eos, after max_new_tokens, at a stop string, when a callback
+   returns nonzero, when out is full (GPT2_E_BUFFER), or at the end of the context
+   (GPT2_E_CONTEXT_FULL); in the last two cases out / *n_out hold what was generated. cb
+   and user may be NULL. */
 gpt2_status gpt2_generate(gpt2_context *c, const int32_t *prompt, size_t n_prompt,
                           const gpt2_generate_params *p, int32_t *out, size_t cap, size_t *n_out,
                           gpt2_on_token cb, void *user);
@@ -230,9 +333,10 @@ typedef enum gpt2_stop {
     GPT2_STOP_NONE = 0,
     GPT2_STOP_EOS,        /* the eos token was generated (beam search: the search was done) */
     GPT2_STOP_LENGTH,     /* max_new_tokens were generated */
-    GPT2_STOP_CALLBACK,   /* the callback returned nonzero */
+    GPT2_STOP_CALLBACK,   /* a callback returned nonzero */
     GPT2_STOP_CONTEXT,    /* the context is full */
-    GPT2_STOP_BUFFER      /* out is full */
+    GPT2_STOP_BUFFER,     /* out is full */
+    GPT2_STOP_STRING      /* the text contains a stop string */
 } gpt2_stop;
 
 /* What gpt2_generate_ex reports besides the tokens. */
@@ -253,17 +357,20 @@ gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_pr
                              size_t *n_out, gpt2_on_token cb, void *user,
                              gpt2_generate_info *info);
 
-/* ------------------------------------------------------------------------------------------
- * Tools
- * ---------------------------------------------------------------------------------------- */
+/* ==========================================================================================
+ * Tools (not needed for inference)
+ * ======================================================================================== */
 
 /* Writes a copy of the GGUF model at in_path to out_path with every 2-D weight matrix
-   converted to type (F16, BF16 or Q8_0; F32 re-expands). 1-D tensors stay F32. */
+   converted to type (F16, BF16 or Q8_0; F32 re-expands). 1-D tensors stay F32. The file is
+   written under a new unique name beside out_path and renamed onto it at the end, so
+   out_path is never half-written; an out_path that exists and is not a regular file is
+   refused. */
 gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type type,
                           char *err, size_t err_len);
 
-/* The machine's memory read bandwidth in GB/s with n_threads threads: the median of a few
-   passes over a buffer much larger than the caches (for roofline figures in benchmarks). */
+/* The machine's memory read bandwidth in GB/s with n_threads (1..256) threads: the median
+   of a few passes over a 256 MB buffer (for roofline figures in benchmarks). */
 gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s);
 
 #ifdef __cplusplus

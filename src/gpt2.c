@@ -1210,6 +1210,8 @@ gpt2_status gpt2_tokenize(const gpt2_model *m, const char *text, size_t len, int
 }
 
 gpt2_status gpt2_token_bytes(const gpt2_model *m, int32_t id, const char **bytes, size_t *len) {
+    if (bytes) *bytes = NULL;
+    if (len) *len = 0;
     if (!m || !bytes || !len || id < 0 || id >= m->cfg.n_vocab) return GPT2_E_ARG;
     *bytes = (const char *)m->tok.bytes + m->tok.tok_off[id];
     *len = m->tok.tok_off[id + 1] - m->tok.tok_off[id];
@@ -1220,6 +1222,8 @@ gpt2_status gpt2_detokenize(const gpt2_model *m, const int32_t *ids, size_t n, c
                             size_t cap, size_t *len) {
     if (len) *len = 0;
     if (!m || !len || (!ids && n) || (!buf && cap)) return GPT2_E_ARG;
+    for (size_t i = 0; i < n; i++) /* every id first: nothing is written for a bad one */
+        if (ids[i] < 0 || ids[i] >= m->cfg.n_vocab) return GPT2_E_ARG;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         const char *b;
@@ -1940,12 +1944,14 @@ gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, 
     if (!m) return GPT2_E_ARG;
     gpt2_context_params d = gpt2_context_default_params();
     if (!p) p = &d;
-    if (p->n_threads < 1 || p->n_threads > 256 || p->n_ctx < 0) return GPT2_E_ARG;
+    /* more positions than the model has position embeddings cannot be computed */
+    if (p->n_threads < 1 || p->n_threads > 256 || p->n_ctx < 0 || p->n_ctx > m->cfg.n_ctx)
+        return GPT2_E_ARG;
     gpt2_context *c = calloc(1, sizeof *c);
     if (!c) return GPT2_E_NOMEM;
     const gpt2_config *cf = &m->cfg;
     c->m = m;
-    c->n_ctx = p->n_ctx == 0 || p->n_ctx > cf->n_ctx ? cf->n_ctx : p->n_ctx;
+    c->n_ctx = p->n_ctx == 0 ? cf->n_ctx : p->n_ctx;
     c->n_batch = c->n_ctx < GPT2_MAX_BATCH ? c->n_ctx : GPT2_MAX_BATCH;
     c->n_threads = p->n_threads;
     size_t B = (size_t)c->n_batch, C = (size_t)cf->n_embd, V = (size_t)cf->n_vocab;
@@ -2555,8 +2561,148 @@ static void log_softmax(const kernel_table *kt, float *x, int32_t n, float *scra
  * ==========================================================================================
  * Evaluate the prompt once (filling the KV cache), then repeat: choose a token from the last
  * logits, hand it to the caller, feed it back through the model. Stop at eos, after
- * max_new_tokens, when the callback asks to, or when the context is full.
+ * max_new_tokens, when the text contains a stop string, when a callback asks to, or when
+ * the context is full.
  * ---------------------------------------------------------------------------------------- */
+
+/* ---- streaming text: whole UTF-8 characters, stop strings --------------------------------
+ * A token is a few bytes, and those bytes may end in the middle of a UTF-8 character (a
+ * Korean syllable is often 3 tokens), while a stop string may span several tokens. So the
+ * bytes are held back until they can no longer be part of either: a character goes out
+ * whole, and the text before a stop string goes out without it. */
+
+struct gpt2_text_stream {
+    char **stop;            /* copies of the stop strings */
+    size_t *stop_len;
+    size_t n_stop;
+    char *buf;              /* bytes held back */
+    size_t len, cap;
+    bool stopped;
+};
+
+void gpt2_text_stream_free(gpt2_text_stream *ts) {
+    if (!ts) return;
+    for (size_t i = 0; i < ts->n_stop; i++) free(ts->stop[i]);
+    free(ts->stop);
+    free(ts->stop_len);
+    free(ts->buf);
+    free(ts);
+}
+
+gpt2_status gpt2_text_stream_new(const char *const *stop, size_t n_stop, gpt2_text_stream **out) {
+    if (!out) return GPT2_E_ARG;
+    *out = NULL;
+    if ((!stop && n_stop) || n_stop > 1024) return GPT2_E_ARG;
+    for (size_t i = 0; i < n_stop; i++)
+        if (!stop[i] || !stop[i][0]) return GPT2_E_ARG; /* an empty stop string would match at once */
+    gpt2_text_stream *ts = calloc(1, sizeof *ts);
+    if (!ts) return GPT2_E_NOMEM;
+    ts->stop = calloc(n_stop ? n_stop : 1, sizeof *ts->stop);
+    ts->stop_len = calloc(n_stop ? n_stop : 1, sizeof *ts->stop_len);
+    if (!ts->stop || !ts->stop_len) {
+        gpt2_text_stream_free(ts);
+        return GPT2_E_NOMEM;
+    }
+    for (; ts->n_stop < n_stop; ts->n_stop++) {
+        size_t n = strlen(stop[ts->n_stop]);
+        char *copy = malloc(n + 1);
+        if (!copy) {
+            gpt2_text_stream_free(ts);
+            return GPT2_E_NOMEM;
+        }
+        memcpy(copy, stop[ts->n_stop], n + 1);
+        ts->stop[ts->n_stop] = copy;
+        ts->stop_len[ts->n_stop] = n;
+    }
+    *out = ts;
+    return GPT2_OK;
+}
+
+void gpt2_text_stream_reset(gpt2_text_stream *ts) {
+    if (!ts) return;
+    ts->len = 0;
+    ts->stopped = false;
+}
+
+int gpt2_text_stream_stopped(const gpt2_text_stream *ts) { return ts && ts->stopped; }
+
+/* the bytes at the end of s[0..n) that begin a UTF-8 character not yet complete: a lead byte
+   and fewer continuation bytes than it announces */
+static size_t utf8_unfinished_tail(const uint8_t *s, size_t n) {
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        uint8_t b = s[n - back];
+        if ((b & 0xC0) == 0x80) continue; /* a continuation byte: look further back */
+        size_t need = b >= 0xF0 && b <= 0xF4 ? 4 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xC2 && b <= 0xDF ? 2 : 1;
+        return need > back ? back : 0;
+    }
+    return 0;
+}
+
+/* hands the first n held bytes to emit and drops them; emit's nonzero answer is returned */
+static int stream_emit(gpt2_text_stream *ts, size_t n, gpt2_on_text emit, void *user) {
+    int r = n && emit ? emit(user, ts->buf, n) : 0;
+    memmove(ts->buf, ts->buf + n, ts->len - n);
+    ts->len -= n;
+    return r;
+}
+
+int gpt2_text_stream_push(gpt2_text_stream *ts, const char *bytes, size_t len, gpt2_on_text emit,
+                          void *user) {
+    if (!ts || ts->stopped) return 1;
+    if (!bytes && len) return 0;
+    if (ts->len + len > ts->cap) {
+        size_t cap = (ts->len + len) * 2 + 64;
+        char *b = realloc(ts->buf, cap);
+        if (!b) { /* no room to hold text back: let it all out, unchecked */
+            int r = stream_emit(ts, ts->len, emit, user);
+            return r || (len && emit ? emit(user, bytes, len) : 0) ? -1 : 0;
+        }
+        ts->buf = b;
+        ts->cap = cap;
+    }
+    memcpy(ts->buf + ts->len, bytes, len);
+    size_t old_len = ts->len;
+    ts->len += len;
+    /* a complete stop string: the text before the earliest one goes out, the rest is dropped.
+       Only a match that ends in the new bytes is new: earlier ones were looked for before. */
+    size_t cut = SIZE_MAX;
+    for (size_t i = 0; i < ts->n_stop; i++) {
+        size_t sl = ts->stop_len[i];
+        size_t p0 = old_len + 1 > sl ? old_len + 1 - sl : 0;
+        for (size_t p = p0; p + sl <= ts->len && p < cut; p++)
+            if (memcmp(ts->buf + p, ts->stop[i], sl) == 0) {
+                cut = p;
+                break;
+            }
+    }
+    if (cut != SIZE_MAX) {
+        ts->len = cut;
+        ts->stopped = true;
+        stream_emit(ts, cut, emit, user);
+        return 1;
+    }
+    /* hold back the longest tail that could still begin a stop string, and an unfinished
+       character */
+    size_t hold = 0;
+    for (size_t i = 0; i < ts->n_stop; i++) {
+        size_t sl = ts->stop_len[i];
+        for (size_t k = sl - 1 < ts->len ? sl - 1 : ts->len; k > hold; k--)
+            if (memcmp(ts->buf + ts->len - k, ts->stop[i], k) == 0) {
+                hold = k;
+                break;
+            }
+    }
+    size_t ready = ts->len - hold;
+    ready -= utf8_unfinished_tail((const uint8_t *)ts->buf, ready);
+    return stream_emit(ts, ready, emit, user) ? -1 : 0;
+}
+
+int gpt2_text_stream_flush(gpt2_text_stream *ts, gpt2_on_text emit, void *user) {
+    if (!ts) return 0;
+    /* what is left could not become a stop string any more; an unfinished character's bytes
+       go out as they are */
+    return stream_emit(ts, ts->len, emit, user) ? -1 : 0;
+}
 
 gpt2_generate_params gpt2_generate_default_params(const gpt2_model *m) {
     gpt2_generate_params p;
@@ -2585,8 +2731,10 @@ static gpt2_status check_params(const gpt2_context *c, const int32_t *prompt, si
         p->num_beams > GPT2_MAX_BATCH || !isfinite(p->length_penalty) ||
         p->early_stopping < 0 || p->early_stopping > 2 || p->num_return_sequences < 1 ||
         p->num_return_sequences > p->num_beams || p->eos_id < -1 || p->eos_id >= V ||
-        s->min_tokens_to_keep < 0)
+        s->min_tokens_to_keep < 0 || p->n_stop < 0 || p->n_stop > 1024 || (p->n_stop && !p->stop))
         return GPT2_E_ARG;
+    for (int32_t i = 0; i < p->n_stop; i++)
+        if (!p->stop[i] || !p->stop[i][0]) return GPT2_E_ARG;
     if (n_prompt == 0 || !prompt) return GPT2_E_ARG; /* the model needs at least one token */
     for (size_t i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= V) return GPT2_E_ARG;
@@ -2635,6 +2783,13 @@ gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_pr
         s.top_k = 0;
         s.top_p = 1.0f;
     }
+    /* the generated text, for stop strings and the text callback */
+    gpt2_text_stream *text = NULL;
+    bool text_done = false; /* a stop string, or on_text asked to stop */
+    if (p->n_stop > 0 || p->on_text) {
+        st = gpt2_text_stream_new(p->stop, (size_t)p->n_stop, &text);
+        if (st) return st;
+    }
     proc_scratch ps = {c->work, c->order, c->seen};
     rng r;
     rng_seed(&r, p->sampling.seed);
@@ -2659,20 +2814,29 @@ gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_pr
         out[(*n_out)++] = id;
         c->seq[n_seq++] = id;
         info->n_generated++;
-        if (cb) {
-            const char *bytes;
-            size_t len;
-            gpt2_token_bytes(m, id, &bytes, &len);
-            if (cb(user, id, bytes, len)) {
-                info->stop = GPT2_STOP_CALLBACK;
-                break;
-            }
+        const char *bytes;
+        size_t len;
+        gpt2_token_bytes(m, id, &bytes, &len);
+        if (cb && cb(user, id, bytes, len)) {
+            info->stop = GPT2_STOP_CALLBACK;
+            break;
         }
-        if (id == p->eos_id) {
+        if (id == p->eos_id) { /* a control token, not text: it goes to cb only */
             info->stop = GPT2_STOP_EOS;
             break;
         }
+        if (text) {
+            int r2 = gpt2_text_stream_push(text, bytes, len, p->on_text, p->on_text_user);
+            if (r2) {
+                info->stop = r2 > 0 ? GPT2_STOP_STRING : GPT2_STOP_CALLBACK;
+                text_done = true;
+                break;
+            }
+        }
     }
+    /* the text held back at the end: nothing can complete it now */
+    if (text && !text_done) gpt2_text_stream_flush(text, p->on_text, p->on_text_user);
+    gpt2_text_stream_free(text);
     info->gen_seconds = now_seconds() - t1;
     return st;
 }
@@ -2863,18 +3027,24 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
         steps = step;
         done = done || hyp_done(&fin, (double)cands[0].score, step, N, lp, p->early_stopping);
         if (done || step == N) break;
-        /* feed the B new tokens through the model together: one B-row forward pass */
+        /* feed the B new tokens through the model together: one B-row forward pass (or a
+           few, when B exceeds the context's rows; rows do not depend on each other) */
         for (int32_t b = 0; b < B; b++) {
-            row_view *rv = &c->views[b];
             cur[b].cells[step - 1] = (step - 1) * B + b;
             ids[b] = cur[b].tokens[step - 1];
-            rv->pos = P + step - 1;
-            rv->n_main = P;
-            rv->extra = cur[b].cells;
-            rv->n_extra = step;
-            rv->dst_arena = (step - 1) * B + b;
         }
-        forward(c, ids, B, LOGITS_ALL, c->logits);
+        for (int32_t b0 = 0; b0 < B; b0 += c->n_batch) {
+            int32_t rows = B - b0 < c->n_batch ? B - b0 : c->n_batch;
+            for (int32_t j = 0; j < rows; j++) {
+                row_view *rv = &c->views[j];
+                rv->pos = P + step - 1;
+                rv->n_main = P;
+                rv->extra = cur[b0 + j].cells;
+                rv->n_extra = step;
+                rv->dst_arena = (step - 1) * B + b0 + j;
+            }
+            forward(c, ids + b0, rows, LOGITS_ALL, c->logits + (size_t)b0 * V);
+        }
     }
     info->n_generated = steps;
     if (st != GPT2_E_NOMEM) {
@@ -3804,6 +3974,49 @@ static void quantize_row(const float *x, int64_t n, gpt2_type type, uint8_t *out
     }
 }
 
+/* Creates a new temporary file beside path (same directory, so that rename() onto path is
+   atomic), for writing: a name no one else has (it fails rather than opening a file or
+   following a link someone planted there: O_CREAT | O_EXCL), with the permissions of any
+   new file (0666 less the umask). path itself must be a regular file or not exist: a
+   device, a FIFO or a directory is refused rather than replaced. *tmp receives the name
+   (the caller frees it). */
+static gpt2_status create_beside(const char *path, FILE **out, char **tmp, char *err, size_t err_len) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return fail_with(GPT2_E_IO, err, err_len, "%s exists and is not a regular file", path);
+    size_t n = strlen(path) + 48;
+    char *name = malloc(n);
+    if (!name) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
+    /* unique enough to rarely collide (pid, clock, an address on this stack), and O_EXCL
+       makes a collision a retry, never a shared file */
+    uint64_t seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)&st;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (seed ^ (uint64_t)ts.tv_nsec) * 0xbf58476d1ce4e5b9ULL + (uint64_t)attempt;
+        snprintf(name, n, "%s.%08llx.tmp", path, (unsigned long long)(seed >> 32));
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd < 0 && errno == EEXIST) continue;
+        if (fd < 0) {
+            int e = errno;
+            free(name);
+            return fail_with(GPT2_E_IO, err, err_len, "%s: %s", path, strerror(e));
+        }
+        FILE *f = fdopen(fd, "wb");
+        if (!f) {
+            close(fd);
+            remove(name);
+            free(name);
+            return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
+        }
+        *out = f;
+        *tmp = name;
+        return GPT2_OK;
+    }
+    free(name);
+    return fail_with(GPT2_E_IO, err, err_len, "%s: cannot create a temporary file beside it", path);
+}
+
 static bool write_all(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n; }
 
 static bool write_u32(FILE *f, uint32_t v) {
@@ -3862,19 +4075,16 @@ gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type t
     }
     row = malloc(((size_t)max_cols + 1) * sizeof(float));
     uint8_t *qrow = malloc(((size_t)max_cols + 1) * sizeof(float));
-    char *tmp = malloc(strlen(out_path) + 8);
-    if (!row || !qrow || !tmp) {
+    char *tmp = NULL;
+    if (!row || !qrow) {
         free(qrow);
-        free(tmp);
         s = fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
         goto done;
     }
-    sprintf(tmp, "%s.tmp", out_path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        s = fail_with(GPT2_E_IO, err, err_len, "%s: %s", out_path, strerror(errno));
+    FILE *f = NULL;
+    s = create_beside(out_path, &f, &tmp, err, err_len);
+    if (s) {
         free(qrow);
-        free(tmp);
         goto done;
     }
     /* llama.cpp's general.file_type numbering */

@@ -467,6 +467,195 @@ static void test_two_contexts_in_two_threads(void **state) {
     }
 }
 
+/* ---- streaming text and stop strings --------------------------------------------------- */
+
+typedef struct {
+    char buf[4096];
+    size_t len;
+    int calls;
+    int stop_after; /* answer nonzero on this call (0: never) */
+} sink;
+
+static int sink_text(void *user, const char *text, size_t len) {
+    sink *k = user;
+    assert_true(len > 0 && k->len + len < sizeof k->buf);
+    memcpy(k->buf + k->len, text, len);
+    k->len += len;
+    k->calls++;
+    return k->stop_after && k->calls >= k->stop_after;
+}
+
+/* bytes that end in the middle of a character, or that may begin a stop string, are held */
+static void test_text_stream(void **state) {
+    (void)state;
+    gpt2_text_stream *ts;
+    sink k;
+    /* "한국" is 6 bytes; fed one byte at a time, it comes out as two whole characters */
+    assert_int_equal(gpt2_text_stream_new(NULL, 0, &ts), GPT2_OK);
+    memset(&k, 0, sizeof k);
+    const char *ko = "\xed\x95\x9c\xea\xb5\xad";
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(gpt2_text_stream_push(ts, ko + i, 1, sink_text, &k), 0);
+        assert_int_equal(k.len, (size_t)(i < 2 ? 0 : i < 5 ? 3 : 6));
+    }
+    assert_int_equal(k.calls, 2);
+    /* an unfinished character at the end goes out as it is when flushed */
+    assert_int_equal(gpt2_text_stream_push(ts, "a\xe2\x82", 3, sink_text, &k), 0);
+    assert_int_equal(k.len, 7);
+    assert_int_equal(gpt2_text_stream_flush(ts, sink_text, &k), 0);
+    assert_int_equal(k.len, 9);
+    assert_memory_equal(k.buf + 6, "a\xe2\x82", 3);
+    gpt2_text_stream_free(ts);
+    /* a stop string across pushes: the text before it, and nothing after */
+    const char *stops[2] = {"END", "xyz"};
+    assert_int_equal(gpt2_text_stream_new(stops, 2, &ts), GPT2_OK);
+    memset(&k, 0, sizeof k);
+    assert_int_equal(gpt2_text_stream_push(ts, "abcE", 4, sink_text, &k), 0);
+    assert_int_equal(k.len, 3); /* "E" may begin "END" */
+    assert_int_equal(gpt2_text_stream_push(ts, "N", 1, sink_text, &k), 0);
+    assert_int_equal(k.len, 3);
+    assert_int_equal(gpt2_text_stream_push(ts, "Dmore", 5, sink_text, &k), 1);
+    assert_int_equal(k.len, 3);
+    assert_memory_equal(k.buf, "abc", 3);
+    assert_true(gpt2_text_stream_stopped(ts));
+    assert_int_equal(gpt2_text_stream_push(ts, "zz", 2, sink_text, &k), 1);
+    assert_int_equal(k.len, 3);
+    /* a held prefix that does not complete goes out once it cannot any more */
+    gpt2_text_stream_reset(ts);
+    memset(&k, 0, sizeof k);
+    assert_int_equal(gpt2_text_stream_push(ts, "xy", 2, sink_text, &k), 0);
+    assert_int_equal(k.len, 0);
+    assert_int_equal(gpt2_text_stream_push(ts, "!", 1, sink_text, &k), 0);
+    assert_int_equal(k.len, 3);
+    /* the earliest of two stop strings wins; one within a push too */
+    assert_int_equal(gpt2_text_stream_push(ts, "..xyz..END", 10, sink_text, &k), 1);
+    assert_memory_equal(k.buf, "xy!..", 5);
+    assert_int_equal(k.len, 5);
+    /* emit asking to stop */
+    gpt2_text_stream_reset(ts);
+    memset(&k, 0, sizeof k);
+    k.stop_after = 1;
+    assert_int_equal(gpt2_text_stream_push(ts, "hello", 5, sink_text, &k), -1);
+    gpt2_text_stream_free(ts);
+    /* bad arguments */
+    const char *empty[1] = {""};
+    assert_int_equal(gpt2_text_stream_new(empty, 1, &ts), GPT2_E_ARG);
+    assert_null(ts);
+    assert_int_equal(gpt2_text_stream_new(NULL, 1, &ts), GPT2_E_ARG);
+    assert_int_equal(gpt2_text_stream_new(NULL, 0, NULL), GPT2_E_ARG);
+    assert_int_equal(gpt2_text_stream_push(NULL, "a", 1, NULL, NULL), 1);
+    gpt2_text_stream_free(NULL);
+}
+
+/* generate with stop strings: the text before the stop string reaches on_text, the ids run
+   to the token that completed it, and the prompt is never searched */
+static void test_generate_stop_strings(void **state) {
+    (void)state;
+    gpt2_context *c = ctx(2);
+    int32_t prompt[2] = {15496, 995}, out[64], ref[64];
+    size_t n, n_ref;
+    gpt2_generate_params p = gpt2_generate_default_params(model);
+    p.sampling.temperature = 0;
+    p.max_new_tokens = 24;
+    p.eos_id = -1;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, ref, 64, &n_ref, NULL, NULL), GPT2_OK);
+    char text[2048];
+    size_t tl;
+    assert_int_equal(gpt2_detokenize(model, ref, n_ref, text, sizeof text, &tl), GPT2_OK);
+    /* all of it through on_text */
+    sink k;
+    memset(&k, 0, sizeof k);
+    p.on_text = sink_text;
+    p.on_text_user = &k;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 64, &n, NULL, NULL), GPT2_OK);
+    assert_int_equal(n, n_ref);
+    assert_int_equal(k.len, tl);
+    assert_memory_equal(k.buf, text, tl);
+    /* a stop string made of the 2 bytes around the boundary of generated tokens 4 and 5 */
+    size_t b = 0;
+    for (int i = 0; i < 5; i++) {
+        const char *tb;
+        size_t bl;
+        gpt2_token_bytes(model, ref[i], &tb, &bl);
+        b += bl;
+    }
+    char stop[3] = {text[b - 1], text[b], 0};
+    const char *stops[2] = {"never appears \x01", stop};
+    char *first = NULL;
+    for (size_t i = 0; i + 1 < tl && !first; i++)
+        if (text[i] == stop[0] && text[i + 1] == stop[1]) first = text + i;
+    memset(&k, 0, sizeof k);
+    p.stop = stops;
+    p.n_stop = 2;
+    gpt2_generate_info info;
+    memset(&info, 0, sizeof info);
+    assert_int_equal(gpt2_generate_ex(c, prompt, 2, &p, out, 64, &n, NULL, NULL, &info), GPT2_OK);
+    assert_int_equal(info.stop, GPT2_STOP_STRING);
+    assert_int_equal(k.len, (size_t)(first - text));
+    assert_memory_equal(k.buf, text, k.len);
+    assert_memory_equal(out, ref, n * sizeof *out);
+    size_t upto;
+    assert_int_equal(gpt2_detokenize(model, out, n, NULL, 0, &upto), GPT2_E_BUFFER);
+    assert_true(upto >= (size_t)(first - text) + 2 && upto - ((size_t)(first - text) + 2) < 64);
+    /* a stop string only the prompt contains ("Hello") changes nothing */
+    const char *in_prompt[1] = {"Hello"};
+    p.stop = in_prompt;
+    p.n_stop = 1;
+    memset(&k, 0, sizeof k);
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 64, &n, NULL, NULL), GPT2_OK);
+    if (!strstr(text, "Hello")) assert_int_equal(n, n_ref);
+    /* on_text asking to stop */
+    p.stop = NULL;
+    p.n_stop = 0;
+    memset(&k, 0, sizeof k);
+    k.stop_after = 2;
+    memset(&info, 0, sizeof info);
+    assert_int_equal(gpt2_generate_ex(c, prompt, 2, &p, out, 64, &n, NULL, NULL, &info), GPT2_OK);
+    assert_int_equal(info.stop, GPT2_STOP_CALLBACK);
+    assert_int_equal(k.calls, 2);
+    /* bad stop lists */
+    const char *bad[1] = {""};
+    p.stop = bad;
+    p.n_stop = 1;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 64, &n, NULL, NULL), GPT2_E_ARG);
+    p.stop = NULL;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 64, &n, NULL, NULL), GPT2_E_ARG);
+    p.n_stop = -1;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 64, &n, NULL, NULL), GPT2_E_ARG);
+    gpt2_context_free(c);
+}
+
+/* more beams than a context has rows for one forward pass (its n_ctx): they are run in
+   several passes, with the hypotheses of a large context, bit for bit */
+static void test_beams_beyond_rows(void **state) {
+    (void)state;
+    int32_t prompt[1] = {464};
+    const int counts[4] = {3, 4, 5, 9}; /* below, at and past the 4 rows of a 4-position context */
+    for (int bi = 0; bi < 4; bi++) {
+        int beams = counts[bi];
+        int32_t ref[64], out[64];
+        double rs[9], sc[9];
+        size_t n_ref, n;
+        for (int small = 0; small < 2; small++) {
+            gpt2_context *c;
+            assert_int_equal(gpt2_context_new(model, &(gpt2_context_params){2, small ? 4 : 0}, &c), GPT2_OK);
+            gpt2_generate_params p = gpt2_generate_default_params(model);
+            p.num_beams = beams;
+            p.num_return_sequences = beams;
+            p.max_new_tokens = 3;
+            gpt2_generate_info info;
+            memset(&info, 0, sizeof info);
+            info.scores = small ? sc : rs;
+            assert_int_equal(gpt2_generate_ex(c, prompt, 1, &p, small ? out : ref, 64, small ? &n : &n_ref,
+                                              NULL, NULL, &info), GPT2_OK);
+            gpt2_context_free(c);
+        }
+        assert_int_equal(n, n_ref);
+        assert_memory_equal(out, ref, n * sizeof *out);
+        assert_memory_equal(sc, rs, (size_t)beams * sizeof *sc);
+    }
+}
+
 /* ---- generate: arguments, callback, stop conditions --------------------------------------- */
 
 static int stop_after_3(void *user, int32_t id, const char *bytes, size_t len) {
@@ -540,6 +729,9 @@ int main(void) {
         cmocka_unit_test(test_sampling_distribution),
         cmocka_unit_test(test_two_contexts_in_two_threads),
         cmocka_unit_test(test_generate_arguments_and_stops),
+        cmocka_unit_test(test_text_stream),
+        cmocka_unit_test(test_generate_stop_strings),
+        cmocka_unit_test(test_beams_beyond_rows),
     };
     return cmocka_run_group_tests_name("decode", tests, setup, teardown);
 }

@@ -7,6 +7,7 @@
 #include "../src/gpt2.c" /* first: it sets the POSIX feature level for the system headers */
 
 #include <setjmp.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -333,6 +334,11 @@ static void test_context_full_and_bad_ids(void **state) {
     gpt2_context_free(small);
     assert_int_equal(gpt2_context_new(m, &(gpt2_context_params){0, 0}, &small), GPT2_E_ARG);
     assert_int_equal(gpt2_context_new(m, &(gpt2_context_params){1, -1}, &small), GPT2_E_ARG);
+    /* more positions than the model has: refused, not silently capped */
+    assert_int_equal(gpt2_context_new(m, &(gpt2_context_params){1, 129}, &small), GPT2_E_ARG);
+    assert_null(small);
+    assert_int_equal(gpt2_context_new(m, &(gpt2_context_params){1, 128}, &small), GPT2_OK);
+    gpt2_context_free(small);
     gpt2_context_free(c);
     gpt2_free(m);
 }
@@ -385,6 +391,45 @@ static void test_weight_types(void **state) {
     assert_int_equal(gpt2_quantize("no/such.gguf", "build/fixtures/x.gguf", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
     assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/x.gguf", (gpt2_type)2, err, sizeof err), GPT2_E_ARG);
     assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "no/such/dir/x.gguf", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
+}
+
+/* gpt2_quantize writes beside its output under a name of its own: a link planted where a
+   fixed temporary name would be is never followed, an output that is not a regular file is
+   refused, and the result has a new file's permissions */
+static void test_quantize_output_safety(void **state) {
+    (void)state;
+    char err[256];
+    const char *dir = "build/fixtures/qsafe";
+    if (system("rm -rf build/fixtures/qsafe && mkdir -p build/fixtures/qsafe") != 0) fail();
+    FILE *v = fopen("build/fixtures/qsafe/victim", "w");
+    assert_non_null(v);
+    fputs("precious", v);
+    fclose(v);
+    assert_int_equal(symlink("victim", "build/fixtures/qsafe/out.gguf.tmp"), 0);
+    mode_t old = umask(022);
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/qsafe/out.gguf", GPT2_TYPE_Q8_0, err, sizeof err), GPT2_OK);
+    umask(old);
+    size_t n;
+    char *victim = read_all("build/fixtures/qsafe/victim", &n);
+    assert_string_equal(victim, "precious");
+    free(victim);
+    struct stat st;
+    assert_int_equal(lstat("build/fixtures/qsafe/out.gguf", &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0644);
+    gpt2_model *m = load("build/fixtures/qsafe/out.gguf");
+    assert_int_equal(gpt2_get_model_info(m).matrix_type, GPT2_TYPE_Q8_0);
+    gpt2_free(m);
+    /* an output that is a FIFO or a directory is refused and left alone */
+    assert_int_equal(mkfifo("build/fixtures/qsafe/fifo", 0600), 0);
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/qsafe/fifo", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
+    assert_non_null(strstr(err, "not a regular file"));
+    assert_int_equal(lstat("build/fixtures/qsafe/fifo", &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, dir, GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
+    /* nothing left behind but what was there and the one output */
+    assert_int_equal(system("test $(ls -A build/fixtures/qsafe | wc -l) -eq 4"), 0);
+    if (system("rm -rf build/fixtures/qsafe") != 0) fail();
 }
 
 /* ---- kernels: each SIMD path against the scalar reference --------------------------------- */
@@ -830,6 +875,7 @@ int main(void) {
         cmocka_unit_test(test_read_instead_of_mmap),
         cmocka_unit_test(test_context_full_and_bad_ids),
         cmocka_unit_test(test_weight_types),
+        cmocka_unit_test(test_quantize_output_safety),
         cmocka_unit_test(test_kernels_against_scalar),
         cmocka_unit_test(test_q8_activations),
         cmocka_unit_test(test_f32_rows_off_cache_lines),

@@ -33,13 +33,17 @@ static int run(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    /* stdin is empty unless the arguments redirect it */
-    snprintf(cmd, sizeof cmd, "%s %s >build/tests/cli.out 2>build/tests/cli.err%s", bin, args,
-             strchr(args, '<') ? "" : " </dev/null");
+    /* stdin is empty unless the arguments redirect it; arguments ending in ">/dev/full"
+       send stdout there (a device whose writes fail) instead of capturing it */
+    const char *full = strstr(args, ">/dev/full");
+    if (full) args[full - args] = '\0';
+    snprintf(cmd, sizeof cmd, "%s %s >%s 2>build/tests/cli.err%s", bin, args,
+             full ? "/dev/full" : "build/tests/cli.out", strchr(args, '<') ? "" : " </dev/null");
+    if (full) remove("build/tests/cli.out");
     int st = system(cmd);
     free(out_text);
     free(err_text);
-    out_text = read_all("build/tests/cli.out", NULL);
+    out_text = full ? strdup("") : read_all("build/tests/cli.out", NULL);
     err_text = read_all("build/tests/cli.err", NULL);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
@@ -71,6 +75,7 @@ static void test_tokenize_detokenize(void **state) {
     assert_int_equal(run("tokenize " M " --special '<|endoftext|>'"), 0);
     assert_string_equal(out_text, "50256\n");
     expect_error(run("detokenize " M " 50257"), 1, "outside the vocabulary");
+    expect_error(run("detokenize " M " 15496 50257"), 1, "outside the vocabulary"); /* nothing printed first */
     expect_error(run("detokenize " M " abc"), 2, "token id");
     assert_int_equal(run("tokenize --help"), 0);
     assert_non_null(strstr(out_text, "usage: gpt2 tokenize"));
@@ -91,6 +96,7 @@ static void test_complete_greedy(void **state) {
     assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 16, &n, NULL, NULL), GPT2_OK);
     char want[512];
     size_t len;
+    if (n && out[n - 1] == gpt2_get_config(m).eot_id) n--; /* the eos token is not printed */
     assert_int_equal(gpt2_detokenize(m, out, n, want, sizeof want - 2, &len), GPT2_OK);
     want[len] = '\n';
     want[len + 1] = '\0';
@@ -144,6 +150,22 @@ static void test_sampling_and_beams(void **state) {
     assert_non_null(strstr(out_text, "[hypothesis 1, score "));
     assert_non_null(strstr(out_text, "[hypothesis 2, score "));
     expect_error(run(M " -p 'Hello' --beams 2 --num-return 3"), 2, "--num-return");
+    /* a stop string that occurs in the prompt does not cut it, with or without beams */
+    assert_int_equal(run(M " -p 'The meaning of life is' --beams 3 --stop life -n 6"), 0);
+    assert_int_equal(strncmp(out_text, "The meaning of life is", 22), 0);
+    assert_int_equal(run(M " -p 'The meaning of life is' --greedy --stop life -n 6"), 0);
+    assert_int_equal(strncmp(out_text, "The meaning of life is", 22), 0);
+    /* a stop string in the generated text of a hypothesis ends it there */
+    assert_int_equal(run(M " -p 'Hello' --beams 3 -n 8 --no-prompt"), 0);
+    char *whole = strdup(out_text);
+    assert_true(strlen(whole) > 3);
+    char stop[3] = {whole[1], whole[2], '\0'};
+    if (stop[0] != '\'' && stop[1] != '\'' && stop[0] != '\\' && stop[1] != '\\') {
+        assert_int_equal(run(M " -p 'Hello' --beams 3 -n 8 --no-prompt --stop '%s'", stop), 0);
+        char *at = strstr(whole, stop);
+        assert_int_equal(strlen(out_text), (size_t)(at - whole) + 1);
+    }
+    free(whole);
 }
 
 static void test_errors_are_one_line(void **state) {
@@ -187,6 +209,14 @@ static void test_errors_are_one_line(void **state) {
 #endif
     expect_error(run(M " -p hi"), 1, "cannot run");
     unsetenv("GPT2_KERNELS");
+    /* more context than the model has positions */
+    expect_error(run(M " -p hi -c 129"), 1, "more than the model's context");
+    expect_error(run("--kernels avx3 " M " -p hi"), 1, "no such kernel path");
+    /* output that cannot be written is an error, for every command */
+    expect_error(run("tokenize " M " hi >/dev/full"), 1, "writing the output failed");
+    expect_error(run("detokenize " M " 15496 >/dev/full"), 1, "writing the output failed");
+    expect_error(run(M " -p hi -n 3 --greedy >/dev/full"), 1, "writing the output failed");
+    expect_error(run("--help >/dev/full"), 1, "writing the output failed");
     /* a FIFO as the model is refused at once, not waited on */
     unlink("build/tests/cli.fifo");
     assert_int_equal(mkfifo("build/tests/cli.fifo", 0600), 0);

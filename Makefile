@@ -1,4 +1,5 @@
-# gpt2c — `make` builds build/libgpt2.a and build/gpt2; `make test`; `make bench`; `make run`.
+# gpt2c — `make` builds build/libgpt2.a, build/libgpt2.so and build/gpt2; `make test`;
+# `make bench`; `make run`; `make install PREFIX=/usr/local` (DESTDIR honoured); `make uninstall`.
 
 CC      ?= cc
 PYTHON  ?= python3
@@ -13,9 +14,23 @@ SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 TESTS    := test_tokenizer test_model test_forward test_decode test_cli
 FIXTURES := build/fixtures/tiny.gguf build/fixtures/tiny-pt.gguf build/fixtures/tiny-f16.gguf
 
-.PHONY: all test test-fast test-asan test-tsan bench run clean fixtures
+EXAMPLES := simple stream logits chat
 
-all: build/libgpt2.a build/gpt2
+# the library's version, from gpt2.h; the soname carries the major number
+VERSION := $(shell sed -n 's/^\#define GPT2_VERSION "\(.*\)"/\1/p' include/gpt2.h)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
+SONAME  := libgpt2.so.$(MAJOR)
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(PREFIX)/bin
+INCDIR  := $(PREFIX)/include
+LIBDIR  := $(PREFIX)/lib
+
+.PHONY: all test test-fast test-asan test-tsan test-examples test-install bench run clean \
+        fixtures examples install uninstall
+
+all: build/libgpt2.a build/libgpt2.so build/gpt2
 
 build/gpt2.o: src/gpt2.c include/gpt2.h src/unicode_tables.h | build/.dirs
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
@@ -24,6 +39,60 @@ build/libgpt2.a: build/gpt2.o
 	rm -f $@
 	ar rcs $@ $^
 
+# the shared library: position-independent, only the gpt2_* functions exported (everything
+# else in gpt2.c is static; the version script makes sure), with a versioned soname
+build/pic/gpt2.o: src/gpt2.c include/gpt2.h src/unicode_tables.h | build/.dirs
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
+
+build/gpt2.map: | build/.dirs
+	printf '{\n  global: gpt2_*;\n  local: *;\n};\n' > $@
+
+build/libgpt2.so: build/pic/gpt2.o build/gpt2.map
+	$(CC) $(CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=build/gpt2.map \
+	  build/pic/gpt2.o $(LDLIBS) -o build/libgpt2.so.$(VERSION)
+	ln -sf libgpt2.so.$(VERSION) build/$(SONAME)
+	ln -sf libgpt2.so.$(VERSION) $@
+
+# the pkg-config file for PREFIX: written at every install, since PREFIX may change
+define GPT2_PC
+prefix=$(PREFIX)
+exec_prefix=$${prefix}
+libdir=$${exec_prefix}/lib
+includedir=$${prefix}/include
+
+Name: gpt2
+Description: GPT-2 inference on the CPU (gpt2c)
+Version: $(VERSION)
+Libs: -L$${libdir} -lgpt2
+Libs.private: -lm -lpthread
+Cflags: -I$${includedir}
+endef
+export GPT2_PC
+
+# the examples, against the static and the shared library
+examples: $(addprefix build/examples/,$(EXAMPLES)) $(addprefix build/examples/shared-,$(EXAMPLES))
+
+build/examples/%: examples/%.c include/gpt2.h build/libgpt2.a | build/.dirs
+	$(CC) $(CFLAGS) $(WARN) -Iinclude $< build/libgpt2.a $(LDLIBS) -o $@
+
+build/examples/shared-%: examples/%.c include/gpt2.h build/libgpt2.so | build/.dirs
+	$(CC) $(CFLAGS) $(WARN) -Iinclude $< -Lbuild -lgpt2 -Wl,-rpath,'$$ORIGIN/..' -lm -o $@
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 755 build/gpt2 $(DESTDIR)$(BINDIR)/gpt2
+	install -m 644 include/gpt2.h $(DESTDIR)$(INCDIR)/gpt2.h
+	install -m 644 build/libgpt2.a $(DESTDIR)$(LIBDIR)/libgpt2.a
+	install -m 755 build/libgpt2.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgpt2.so.$(VERSION)
+	ln -sf libgpt2.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf libgpt2.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libgpt2.so
+	printf '%s\n' "$$GPT2_PC" > $(DESTDIR)$(LIBDIR)/pkgconfig/gpt2.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/gpt2 $(DESTDIR)$(INCDIR)/gpt2.h $(DESTDIR)$(LIBDIR)/libgpt2.a \
+	  $(DESTDIR)$(LIBDIR)/libgpt2.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	  $(DESTDIR)$(LIBDIR)/libgpt2.so $(DESTDIR)$(LIBDIR)/pkgconfig/gpt2.pc
+
 build/main.o: src/main.c include/gpt2.h | build/.dirs
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
 
@@ -31,7 +100,7 @@ build/gpt2: build/main.o build/libgpt2.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
 build/.dirs:
-	mkdir -p build/tests build/asan build/fixtures && touch $@
+	mkdir -p build/tests build/asan build/fixtures build/pic build/examples && touch $@
 
 # ---- tests --------------------------------------------------------------------------------
 # The fixture model (a 2-layer random GPT-2 with the real vocabulary, tests/data/model) is
@@ -72,7 +141,8 @@ build/asan/gpt2: src/main.c build/asan/libgpt2.a | build/.dirs
 # `make test`: the suites, the converter's tests, then the suites again under ASan + UBSan.
 # Everything is built first, in parallel; the suites then run one after another.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-TEST_DEPS := all $(FIXTURES) $(addprefix build/tests/,$(TESTS)) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
+TEST_DEPS := all examples $(FIXTURES) $(addprefix build/tests/,$(TESTS)) \
+             $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
 
 test:
 	@$(MAKE) -s -j$(JOBS) $(TEST_DEPS)
@@ -82,6 +152,7 @@ test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 	@rm -f build/tests/paths-run.txt
 	@set -e; for t in $(TESTS); do echo "== $$t"; GPT2_BIN=build/gpt2 build/tests/$$t; done
 	@echo "== converter (python)"; $(PYTHON) tests/test_convert.py
+	@$(MAKE) -s test-examples test-install
 	@scripts/paths_covered.sh build/tests/paths-run.txt
 
 test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
@@ -89,6 +160,16 @@ test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
 	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; \
 	  ASAN_OPTIONS=detect_leaks=1 GPT2_BIN=build/asan/gpt2 build/asan/$$t; done
 	@scripts/paths_covered.sh build/tests/paths-run.txt
+
+# the examples run on the fixture model, static and shared; then an install into a scratch
+# DESTDIR, and an example built against the installed copy through pkg-config alone
+test-examples: examples $(FIXTURES)
+	@echo "== examples (static and shared)"
+	@sh tests/test_examples.sh build/examples build/fixtures/tiny.gguf
+
+test-install: all
+	@echo "== make install into a scratch DESTDIR, pkg-config, uninstall"
+	@sh tests/test_install.sh "$(MAKE)" build/fixtures/tiny.gguf
 
 # `make test-tsan`: the threaded suites under ThreadSanitizer (slow; not part of `make test`)
 build/tsan/%: tests/%.c tests/common.h tests/gguf_builder.h src/gpt2.c include/gpt2.h | build/.dirs

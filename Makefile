@@ -11,7 +11,7 @@ LDLIBS  := -lm -lpthread
 # the sanitized build of the test suites
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-TESTS    := test_tokenizer test_model test_forward test_decode test_cli
+TESTS    := test_tokenizer test_model test_forward test_decode test_inspect test_cli
 FIXTURES := build/fixtures/tiny.gguf build/fixtures/tiny-pt.gguf build/fixtures/tiny-f16.gguf
 
 EXAMPLES := simple stream logits chat

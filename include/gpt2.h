@@ -358,6 +358,67 @@ gpt2_status gpt2_generate_ex(gpt2_context *c, const int32_t *prompt, size_t n_pr
                              gpt2_generate_info *info);
 
 /* ==========================================================================================
+ * Inspection: every stage of the pipeline, for `gpt2 explain` and anyone who wants to look
+ * ==========================================================================================
+ * An observer set on a context sees every stage of every gpt2_eval on it, as read-only float
+ * views, in the order the data flows. With no observer nothing is reported and nothing
+ * costs extra; with one, the logits are the same bits. Generation (gpt2_generate) does not
+ * report. */
+
+typedef enum gpt2_stage {
+    GPT2_STAGE_TOKEN_EMBEDDING,     /* (T, C)      wte row of each token */
+    GPT2_STAGE_POSITION_EMBEDDING,  /* (T, C)      wpe row of each position */
+    GPT2_STAGE_EMBEDDING,           /* (T, C)      their sum: the residual stream entering block 0 */
+    GPT2_STAGE_ATTENTION,           /* (NH, T, N)  block `layer`'s attention weights; N = pos0 + T:
+                                       row t covers every cell before it and itself, 0 after */
+    GPT2_STAGE_BLOCK_OUTPUT,        /* (T, C)      the residual stream after block `layer` */
+    GPT2_STAGE_FINAL_NORM,          /* (T, C)      ln_f of the last block's output */
+    GPT2_STAGE_LOGITS               /* (T, V)      when the caller asked for logits */
+} gpt2_stage;                       /* more stages may be added after these */
+
+typedef struct gpt2_activation {
+    gpt2_stage stage;
+    int32_t layer;                  /* block index for ATTENTION and BLOCK_OUTPUT, else -1 */
+    int32_t pos0;                   /* position of the first of the T tokens of this call */
+    int32_t n_dims;                 /* 2 or 3 */
+    int32_t dims[3];                /* row-major shape, as in the comments above */
+    const float *data;              /* valid during the call only */
+} gpt2_activation;
+
+typedef void (*gpt2_observer)(void *user, const gpt2_activation *a);
+
+/* Sets (fn NULL: removes) the observer of c. A call of gpt2_eval that the context splits
+   into several passes (more tokens than fit one pass) reports each pass, with its pos0.
+   The first observer set allocates the buffers it needs (GPT2_E_NOMEM if it cannot: then
+   no observer is set). Hugging Face's output_hidden_states are EMBEDDING, then BLOCK_OUTPUT
+   of blocks 0..L-2, then FINAL_NORM; output_attentions are the ATTENTION stages. */
+gpt2_status gpt2_context_set_observer(gpt2_context *c, gpt2_observer fn, void *user);
+
+/* The "logit lens": the output layer (ln_f, then the output matrix) applied to n rows x (n,
+   C) of the residual stream, e.g. a BLOCK_OUTPUT: what the model would predict if it
+   stopped after that block. logits receives (n, V). Uses c's threads and scratch, not its
+   cache. */
+gpt2_status gpt2_logit_lens(gpt2_context *c, const float *x, size_t n, float *logits);
+
+/* One step of the tokenizer on one piece of text, for gpt2_tokenize_trace. */
+typedef struct gpt2_bpe_event {
+    size_t piece_start;     /* the piece: text[piece_start .. piece_start + piece_len) */
+    size_t piece_len;
+    int32_t step;           /* 0: the piece as one token per byte; k > 0: after the k-th merge */
+    int32_t rank;           /* the rank of the merge made at this step (-1 at step 0) */
+    int32_t special;        /* 1: the piece is a special token ("<|endoftext|>", allow_special) */
+    const int32_t *ids;     /* the piece's tokens after this step (valid during the call) */
+    size_t n_ids;
+} gpt2_bpe_event;
+typedef void (*gpt2_bpe_observer)(void *user, const gpt2_bpe_event *e);
+
+/* Tokenizes as gpt2_tokenize does and shows fn every step: each piece of the pre-tokenizer
+   in order, as its bytes and then after each merge, lowest rank first. The last step of
+   each piece holds its final tokens. */
+gpt2_status gpt2_tokenize_trace(const gpt2_model *m, const char *text, size_t len,
+                                int allow_special, gpt2_bpe_observer fn, void *user);
+
+/* ==========================================================================================
  * Tools (not needed for inference)
  * ======================================================================================== */
 

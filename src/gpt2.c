@@ -1088,12 +1088,28 @@ static bpe_cand heap_pop(bpe_cand *h, size_t *n) {
     return top;
 }
 
-/* Scratch for BPE, grown as pieces need it. */
+/* Scratch for BPE, grown as pieces need it; and, for gpt2_tokenize_trace, where to show
+   each step (trace NULL: nothing is shown and nothing costs). */
 typedef struct {
     bpe_sym *sym;
     bpe_cand *heap;
     size_t cap;
+    gpt2_bpe_observer trace;
+    void *trace_user;
+    const uint8_t *text;     /* the whole text, for the pieces' offsets */
+    int32_t *trace_ids;      /* (cap) the piece's current symbols */
 } bpe_scratch;
+
+/* shows the piece s[0..n) as its current symbols: step 0 is the bytes, step k follows the
+   k-th merge (of rank `rank`) */
+static void trace_step(bpe_scratch *w, const uint8_t *s, size_t n, const bpe_sym *sym,
+                       int32_t step, int32_t rank, int special) {
+    size_t k = 0;
+    if (sym)
+        for (int32_t i = 0; i >= 0; i = sym[i].next) w->trace_ids[k++] = sym[i].id;
+    gpt2_bpe_event e = {(size_t)(s - w->text), n, step, rank, special, w->trace_ids, k};
+    w->trace(w->trace_user, &e);
+}
 
 static void push_pair(const tokenizer *t, bpe_sym *sym, bpe_cand *heap, size_t *nh, int32_t i) {
     int32_t j = sym[i].next;
@@ -1111,7 +1127,7 @@ static void push_pair(const tokenizer *t, bpe_sym *sym, bpe_cand *heap, size_t *
    costs O(log n), so a megabyte-long word is no problem. */
 static gpt2_status bpe_piece(const tokenizer *t, const uint8_t *s, size_t n, bpe_scratch *w,
                              int32_t *ids, size_t cap, size_t *n_ids) {
-    if (n == 1) {
+    if (n == 1 && !w->trace) {
         if (*n_ids < cap) ids[*n_ids] = t->byte_id[s[0]];
         (*n_ids)++;
         return GPT2_OK;
@@ -1122,7 +1138,9 @@ static gpt2_status bpe_piece(const tokenizer *t, const uint8_t *s, size_t n, bpe
         if (sym) w->sym = sym;
         bpe_cand *heap = realloc(w->heap, 2 * cap2 * sizeof *heap);
         if (heap) w->heap = heap;
-        if (!sym || !heap) return GPT2_E_NOMEM;
+        int32_t *tids = w->trace ? realloc(w->trace_ids, cap2 * sizeof *tids) : w->trace_ids;
+        if (tids) w->trace_ids = tids;
+        if (!sym || !heap || (w->trace && !tids)) return GPT2_E_NOMEM;
         w->cap = cap2;
     }
     bpe_sym *sym = w->sym;
@@ -1134,6 +1152,8 @@ static gpt2_status bpe_piece(const tokenizer *t, const uint8_t *s, size_t n, bpe
         sym[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
     }
     for (size_t i = 0; i + 1 < n; i++) push_pair(t, sym, heap, &nh, (int32_t)i);
+    int32_t step = 0;
+    if (w->trace) trace_step(w, s, n, sym, step, -1, 0);
     while (nh > 0) {
         bpe_cand cand = heap_pop(heap, &nh);
         int32_t i = cand.pos, j = sym[i].next;
@@ -1149,6 +1169,7 @@ static gpt2_status bpe_piece(const tokenizer *t, const uint8_t *s, size_t n, bpe
         if (sym[i].prev >= 0) push_pair(t, sym, heap, &nh, sym[i].prev);
         push_pair(t, sym, heap, &nh, i); /* each merge pops one entry and pushes at most two:
                                              the heap never holds more than 2n entries */
+        if (w->trace) trace_step(w, s, n, sym, ++step, (int32_t)rank, 0);
     }
     for (int32_t i = 0; i >= 0; i = sym[i].next) {
         if (*n_ids < cap) ids[*n_ids] = sym[i].id;
@@ -1171,13 +1192,14 @@ static gpt2_status encode_ordinary(const tokenizer *t, const uint8_t *s, size_t 
     return GPT2_OK;
 }
 
-gpt2_status gpt2_tokenize(const gpt2_model *m, const char *text, size_t len, int allow_special,
-                          int32_t *ids, size_t cap, size_t *n_ids) {
+static gpt2_status tokenize(const gpt2_model *m, const char *text, size_t len, int allow_special,
+                            int32_t *ids, size_t cap, size_t *n_ids, gpt2_bpe_observer trace,
+                            void *trace_user) {
     if (n_ids) *n_ids = 0;
     if (!m || !n_ids || (!text && len) || (!ids && cap)) return GPT2_E_ARG;
     const tokenizer *t = &m->tok;
     const uint8_t *s = (const uint8_t *)text;
-    bpe_scratch w = {NULL, NULL, 0};
+    bpe_scratch w = {NULL, NULL, 0, trace, trace_user, s, NULL};
     size_t count = 0, pos = 0;
     gpt2_status st = GPT2_OK;
     while (pos < len && st == GPT2_OK) {
@@ -1199,14 +1221,32 @@ gpt2_status gpt2_tokenize(const gpt2_model *m, const char *text, size_t len, int
         if (sp_id >= 0) {
             if (count < cap) ids[count] = sp_id;
             count++;
+            if (trace) {
+                gpt2_bpe_event e = {seg_end, sp_len, 0, -1, 1, &sp_id, 1};
+                trace(trace_user, &e);
+            }
         }
         pos = seg_end + sp_len;
     }
     free(w.sym);
     free(w.heap);
+    free(w.trace_ids);
     if (st) return st;
     *n_ids = count;
     return count > cap ? GPT2_E_BUFFER : GPT2_OK;
+}
+
+gpt2_status gpt2_tokenize(const gpt2_model *m, const char *text, size_t len, int allow_special,
+                          int32_t *ids, size_t cap, size_t *n_ids) {
+    return tokenize(m, text, len, allow_special, ids, cap, n_ids, NULL, NULL);
+}
+
+gpt2_status gpt2_tokenize_trace(const gpt2_model *m, const char *text, size_t len,
+                                int allow_special, gpt2_bpe_observer fn, void *user) {
+    if (!fn) return GPT2_E_ARG;
+    size_t n;
+    gpt2_status st = tokenize(m, text, len, allow_special, NULL, 0, &n, fn, user);
+    return st == GPT2_E_BUFFER ? GPT2_OK : st; /* no ids were asked for */
 }
 
 gpt2_status gpt2_token_bytes(const gpt2_model *m, int32_t id, const char **bytes, size_t *len) {
@@ -1890,6 +1930,13 @@ struct gpt2_context {
     uint32_t *order;        // (2, V)        radix sort of the vocabulary
     uint8_t *seen;          // (V)           ids already penalised
     int32_t *seq;           // (P + 1)       prompt + generated ids
+    /* inspection (gpt2_context_set_observer): NULL and false when off */
+    gpt2_observer observer;
+    void *observer_user;
+    bool observing;         /*               set while gpt2_eval runs with an observer */
+    int32_t obs_n;          /*               N of the current pass: pos0 + T */
+    float *obs_emb;         // (2, n_batch, C) token and position embedding rows
+    float *obs_attn;        // (NH, n_batch, P) one block's attention weights, rows obs_n apart
 };
 
 gpt2_context_params gpt2_context_default_params(void) {
@@ -1934,7 +1981,7 @@ void gpt2_context_free(gpt2_context *c) {
     kv_free(&c->arena);
     free(c->x); free(c->xn); free(c->qkv); free(c->y); free(c->h); free(c->xq); free(c->scores);
     free(c->emb); free(c->views); free(c->logits); free(c->work); free(c->order);
-    free(c->seen); free(c->seq);
+    free(c->seen); free(c->seq); free(c->obs_emb); free(c->obs_attn);
     free(c);
 }
 
@@ -2104,6 +2151,11 @@ static void attention_worker(void *arg, int ith, int nth) {
             arena_scores(c, a->l, h, rv, Q + (size_t)q * 3 * C, sq);
             attention_softmax(kt, sq, rv->n_main + rv->n_extra, scale);
             memset(Y + (size_t)q * C, 0, row_bytes);
+            if (c->observing) { /* this row's weights, 0 for the cells after it */
+                float *w = c->obs_attn + ((size_t)h * (size_t)a->T + (size_t)(t0 + q)) * (size_t)c->obs_n;
+                memcpy(w, sq, (size_t)rv->n_main * sizeof *w);
+                for (int32_t j = rv->n_main; j < c->obs_n; j++) w[j] = 0.0f;
+            }
         }
         /* y = sum_j p_j v_j over the main cache's values, for the block's rows together */
         kt->weighted_sum4(kv_row(&c->cache, c->cache.v, cf, a->l, h, 0), (size_t)HS, scores, P,
@@ -2137,6 +2189,44 @@ static void layernorm_rows(gpt2_context *c, float *out, const float *x, const fl
     else pool_run(c->pool, layernorm_worker, &a);
 }
 
+/* ---- inspection --------------------------------------------------------------------------
+ * With an observer set, gpt2_eval shows it each stage as the data flows (gpt2.h,
+ * "Inspection"). Without one, forward() tests one flag per stage and does nothing more. */
+
+static void report(gpt2_context *c, gpt2_stage stage, int layer, int32_t pos0, int d0, int d1,
+                   int d2, const float *data) {
+    gpt2_activation a;
+    a.stage = stage;
+    a.layer = layer;
+    a.pos0 = pos0;
+    a.n_dims = d2 ? 3 : 2;
+    a.dims[0] = d0;
+    a.dims[1] = d1;
+    a.dims[2] = d2;
+    a.data = data;
+    c->observer(c->observer_user, &a);
+}
+
+gpt2_status gpt2_context_set_observer(gpt2_context *c, gpt2_observer fn, void *user) {
+    if (!c) return GPT2_E_ARG;
+    if (fn && (!c->obs_emb || !c->obs_attn)) {
+        const gpt2_config *cf = &c->m->cfg;
+        size_t rows = (size_t)c->n_batch;
+        float *emb = c->obs_emb ? c->obs_emb : malloc(2 * rows * (size_t)cf->n_embd * sizeof(float));
+        float *attn = c->obs_attn ? c->obs_attn
+                                  : malloc((size_t)cf->n_head * rows * (size_t)c->n_ctx * sizeof(float));
+        c->obs_emb = emb;
+        c->obs_attn = attn;
+        if (!emb || !attn) {
+            c->observer = NULL;
+            return GPT2_E_NOMEM;
+        }
+    }
+    c->observer = fn;
+    c->observer_user = user;
+    return GPT2_OK;
+}
+
 /* ---- the forward pass ------------------------------------------------------------------ */
 
 typedef enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL } logits_mode;
@@ -2151,12 +2241,22 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
     const row_view *views = c->views;
     float *x = c->x, *xn = c->xn, *qkv = c->qkv, *y = c->y, *h = c->h;
 
+    const bool obs = c->observing;
+    const int32_t pos0 = views[0].pos;
+    c->obs_n = pos0 + T;
+
     /* token embedding + position embedding */
     for (int t = 0; t < T; t++) {
-        float *te = c->emb, *pe = c->emb + C;
+        float *te = obs ? c->obs_emb + (size_t)t * C : c->emb;
+        float *pe = obs ? c->obs_emb + ((size_t)T + t) * C : c->emb + C;
         dequantize_row(&m->wte, ids[t], te);
         dequantize_row(&m->wpe, views[t].pos, pe);
         for (int i = 0; i < C; i++) x[(size_t)t * C + i] = te[i] + pe[i];   // (T, C)
+    }
+    if (obs) {
+        report(c, GPT2_STAGE_TOKEN_EMBEDDING, -1, pos0, T, C, 0, c->obs_emb);
+        report(c, GPT2_STAGE_POSITION_EMBEDDING, -1, pos0, T, C, 0, c->obs_emb + (size_t)T * C);
+        report(c, GPT2_STAGE_EMBEDDING, -1, pos0, T, C, 0, x);
     }
 
     for (int l = 0; l < cf->n_layer; l++) {
@@ -2184,14 +2284,21 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
         layernorm_rows(c, xn, x, b->ln2_w, b->ln2_b, 0, T);                         // (T, C)
         matmul(c, &b->fc, b->fc_b, xn, T, h, EPI_GELU);                             // (T, F)
         matmul(c, &b->proj, b->proj_b, h, T, x, EPI_ADD);                           // x += (T, C)
+        if (obs) {
+            report(c, GPT2_STAGE_ATTENTION, l, pos0, NH, T, pos0 + T, c->obs_attn);
+            report(c, GPT2_STAGE_BLOCK_OUTPUT, l, pos0, T, C, 0, x);
+        }
     }
 
     /* final layernorm and the output matrix, only for the rows whose logits are wanted */
-    if (lm == LOGITS_NONE) return;
+    if (lm == LOGITS_NONE && !obs) return;
     int first = lm == LOGITS_LAST ? T - 1 : 0;
     layernorm_rows(c, xn, x, m->lnf_w, m->lnf_b, first, T);                         // (T, C)
-    if (logits)
+    if (obs) report(c, GPT2_STAGE_FINAL_NORM, -1, pos0, T, C, 0, xn);
+    if (lm != LOGITS_NONE && logits) {
         matmul(c, &m->lm_head, NULL, xn + (size_t)first * C, T - first, logits, EPI_STORE); // (T, V)
+        if (obs) report(c, GPT2_STAGE_LOGITS, -1, pos0, T, cf->n_vocab, 0, logits);
+    }
 }
 
 /* Sets views for T rows that follow the main cache sequentially (the usual case). */
@@ -2244,7 +2351,24 @@ static gpt2_status eval_tokens(gpt2_context *c, const int32_t *ids, size_t n, lo
 gpt2_status gpt2_eval(gpt2_context *c, const int32_t *ids, size_t n, float *logits) {
     if (!c || (!ids && n)) return GPT2_E_ARG;
     if (n == 0) return GPT2_OK;
-    return eval_tokens(c, ids, n, logits ? LOGITS_ALL : LOGITS_NONE, logits);
+    c->observing = c->observer != NULL;
+    gpt2_status s = eval_tokens(c, ids, n, logits ? LOGITS_ALL : LOGITS_NONE, logits);
+    c->observing = false;
+    return s;
+}
+
+gpt2_status gpt2_logit_lens(gpt2_context *c, const float *x, size_t n, float *logits) {
+    if (!c || (!x && n) || (!logits && n)) return GPT2_E_ARG;
+    const gpt2_model *m = c->m;
+    const size_t C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.n_vocab;
+    for (size_t i = 0; i < n;) {
+        int T = n - i < (size_t)c->n_batch ? (int)(n - i) : c->n_batch;
+        memcpy(c->x, x + i * C, (size_t)T * C * sizeof(float));
+        layernorm_rows(c, c->xn, c->x, m->lnf_w, m->lnf_b, 0, T);                      // (T, C)
+        matmul(c, &m->lm_head, NULL, c->xn, T, logits + i * V, EPI_STORE);            // (T, V)
+        i += (size_t)T;
+    }
+    return GPT2_OK;
 }
 
 /* log-sum-exp of a row, in double: the loss is a difference of two large numbers, so it is

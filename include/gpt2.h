@@ -286,6 +286,19 @@ int gpt2_text_stream_stopped(const gpt2_text_stream *ts);
 /* ==========================================================================================
  * Generation
  * ======================================================================================== */
+/* One step of beam search, for gpt2_generate_params.on_beam_step (valid during the call). */
+typedef struct gpt2_beam_step {
+    int32_t step;                    /* 1, 2, ...: the tokens each beam has generated */
+    int32_t n_beams;                 /* the beams kept after this step, best first */
+    const int32_t *const *tokens;    /* (n_beams) each beam's `step` tokens */
+    const float *scores;             /* (n_beams) each beam's sum of log-probabilities */
+    const int32_t *parent;           /* (n_beams) the beam of the previous step it extends */
+    int32_t n_finished;              /* hypotheses that ended (with eos) at this step */
+    const int32_t *finished_parent;  /* (n_finished) the beam of the previous step each ended */
+    const double *finished_score;    /* (n_finished) its score: log-prob sum / length^length_penalty */
+    int32_t done;                    /* 1: the search ends after this step */
+} gpt2_beam_step;
+
 typedef struct gpt2_generate_params {
     gpt2_sampling sampling;
     int32_t max_new_tokens;        /* 64 */
@@ -306,6 +319,9 @@ typedef struct gpt2_generate_params {
                                       safe to show (see "Streaming text"); the eos token is
                                       not text and is not given to it */
     void *on_text_user;
+    /* beam search only: NULL, or shown every step's beams (gpt2_beam_step below) */
+    void (*on_beam_step)(void *user, const gpt2_beam_step *s);
+    void *on_beam_user;
 } gpt2_generate_params;
 
 /* The defaults above for m (m may be NULL: eos_id is then -1). */

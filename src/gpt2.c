@@ -3095,6 +3095,27 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
         st = GPT2_E_NOMEM;
         N = 0;
     }
+    /* what on_beam_step sees, if the caller watches */
+    struct {
+        const int32_t **tokens;
+        float *scores;
+        int32_t *parent, *fin_parent;
+        double *fin_score;
+    } watch_buf = {NULL, NULL, NULL, NULL, NULL}, *watch = NULL;
+    if (ok && p->on_beam_step) {
+        watch_buf.tokens = malloc((size_t)B * sizeof *watch_buf.tokens);
+        watch_buf.scores = malloc((size_t)B * sizeof *watch_buf.scores);
+        watch_buf.parent = malloc((size_t)B * sizeof *watch_buf.parent);
+        watch_buf.fin_parent = malloc((size_t)B * sizeof *watch_buf.fin_parent);
+        watch_buf.fin_score = malloc((size_t)B * sizeof *watch_buf.fin_score);
+        watch = &watch_buf;
+        if (!watch_buf.tokens || !watch_buf.scores || !watch_buf.parent || !watch_buf.fin_parent ||
+            !watch_buf.fin_score) {
+            st = GPT2_E_NOMEM;
+            N = 0;
+            ok = false;
+        }
+    }
     proc_scratch ps = {c->work, c->order, c->seen};
     memcpy(seq, c->seq, (size_t)P * sizeof *seq);
     for (int32_t b = 0; ok && b < B; b++) cur[b].score = b == 0 ? 0.0f : -1e9f;
@@ -3126,7 +3147,7 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
             }
         }
         /* walk the candidates: eos finishes a hypothesis, the rest become beams */
-        int32_t nb = 0;
+        int32_t nb = 0, n_fin = 0;
         for (int rank = 0; rank < n_c && nb < B; rank++) {
             const candidate *cd = &cands[rank];
             const beam *src = &cur[cd->beam];
@@ -3136,7 +3157,13 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
                     st = GPT2_E_NOMEM;
                     break;
                 }
+                if (watch) {
+                    watch->fin_parent[n_fin] = cd->beam;
+                    watch->fin_score[n_fin] = (double)cd->score / pow((double)step, lp);
+                }
+                n_fin++;
             } else {
+                if (watch) watch->parent[nb] = cd->beam;
                 beam *dst = &nxt[nb++];
                 dst->score = cd->score;
                 memcpy(dst->tokens, src->tokens, (size_t)(step - 1) * sizeof(int32_t));
@@ -3150,6 +3177,15 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
         nxt = t;
         steps = step;
         done = done || hyp_done(&fin, (double)cands[0].score, step, N, lp, p->early_stopping);
+        if (watch) { /* show the caller this step's beams and finished hypotheses */
+            for (int32_t b = 0; b < B; b++) {
+                watch->tokens[b] = cur[b].tokens;
+                watch->scores[b] = cur[b].score;
+            }
+            gpt2_beam_step bs = {step, nb, watch->tokens, watch->scores, watch->parent, n_fin,
+                                 watch->fin_parent, watch->fin_score, done || step == N};
+            p->on_beam_step(p->on_beam_user, &bs);
+        }
         if (done || step == N) break;
         /* feed the B new tokens through the model together: one B-row forward pass (or a
            few, when B exceeds the context's rows; rows do not depend on each other) */
@@ -3211,6 +3247,8 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
         free(cur[b].tokens); free(cur[b].cells); free(nxt[b].tokens); free(nxt[b].cells);
     }
     free(cur); free(nxt); free(cands); free(seq); free(ids);
+    free(watch_buf.tokens); free(watch_buf.scores); free(watch_buf.parent);
+    free(watch_buf.fin_parent); free(watch_buf.fin_score);
     return st;
 }
 

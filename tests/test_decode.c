@@ -656,6 +656,61 @@ static void test_beams_beyond_rows(void **state) {
     }
 }
 
+/* beam search shows every step: B beams best first, each extending a beam of the step
+   before, and the same result as without the observer */
+typedef struct {
+    int32_t prev[8][64];
+    int steps, bad, done_seen, n_beams;
+    double best_finished;
+} beam_watch;
+
+static void watch_beams(void *user, const gpt2_beam_step *st) {
+    beam_watch *w = user;
+    if (st->step != w->steps + 1 || st->n_beams != w->n_beams || w->done_seen) w->bad++;
+    for (int b = 0; b < st->n_beams; b++) {
+        if (b > 0 && st->scores[b] > st->scores[b - 1]) w->bad++;
+        if (st->step > 1 && memcmp(st->tokens[b], w->prev[st->parent[b]], (size_t)(st->step - 1) * sizeof(int32_t)))
+            w->bad++;
+    }
+    for (int f = 0; f < st->n_finished; f++)
+        if (st->finished_score[f] > w->best_finished) w->best_finished = st->finished_score[f];
+    for (int b = 0; b < st->n_beams; b++) memcpy(w->prev[b], st->tokens[b], (size_t)st->step * sizeof(int32_t));
+    w->steps = st->step;
+    w->done_seen = st->done;
+}
+
+static void test_beam_steps_observed(void **state) {
+    (void)state;
+    gpt2_context *c = ctx(2);
+    int32_t prompt[3] = {464, 3290, 318}, a[64], b[64];
+    size_t na, nb;
+    gpt2_generate_params p = gpt2_generate_default_params(model);
+    p.num_beams = 4;
+    p.max_new_tokens = 10;
+    p.eos_id = 13; /* "." ends hypotheses now and then on this model */
+    double sa[1], sb[1];
+    gpt2_generate_info info;
+    memset(&info, 0, sizeof info);
+    info.scores = sa;
+    assert_int_equal(gpt2_generate_ex(c, prompt, 3, &p, a, 64, &na, NULL, NULL, &info), GPT2_OK);
+    beam_watch w;
+    memset(&w, 0, sizeof w);
+    w.n_beams = 4;
+    w.best_finished = -1e300;
+    p.on_beam_step = watch_beams;
+    p.on_beam_user = &w;
+    memset(&info, 0, sizeof info);
+    info.scores = sb;
+    assert_int_equal(gpt2_generate_ex(c, prompt, 3, &p, b, 64, &nb, NULL, NULL, &info), GPT2_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof *a);
+    assert_true(sa[0] == sb[0]);
+    assert_int_equal(w.bad, 0);
+    assert_true(w.done_seen);
+    assert_int_equal(w.steps, info.n_generated);
+    gpt2_context_free(c);
+}
+
 /* ---- generate: arguments, callback, stop conditions --------------------------------------- */
 
 static int stop_after_3(void *user, int32_t id, const char *bytes, size_t len) {
@@ -732,6 +787,7 @@ int main(void) {
         cmocka_unit_test(test_text_stream),
         cmocka_unit_test(test_generate_stop_strings),
         cmocka_unit_test(test_beams_beyond_rows),
+        cmocka_unit_test(test_beam_steps_observed),
     };
     return cmocka_run_group_tests_name("decode", tests, setup, teardown);
 }

@@ -3,7 +3,7 @@
 
 CC      ?= cc
 PYTHON  ?= python3
-CFLAGS  ?= -O2 -g
+CFLAGS  ?= -O2
 WARN    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes
 CPPFLAGS += -Iinclude -Isrc
 LDLIBS  := -lm -lpthread
@@ -11,7 +11,7 @@ LDLIBS  := -lm -lpthread
 # the sanitized build of the test suites
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-TESTS    := test_tokenizer test_model test_forward test_decode test_inspect test_cli
+TESTS    := test_tokenizer test_model test_forward test_decode test_inspect test_quant test_cli
 FIXTURES := build/fixtures/tiny.gguf build/fixtures/tiny-pt.gguf build/fixtures/tiny-f16.gguf
 
 EXAMPLES := simple stream logits chat

@@ -92,11 +92,21 @@ typedef struct gpt2_config {
     int32_t eot_id;   /* id of "<|endoftext|>" (50256) */
 } gpt2_config;
 
-/* Weight types (the values are GGUF's ggml_type numbers). */
+/* Weight types (the values are GGUF's ggml_type numbers). A model may mix them: each
+   tensor's own type decides (general.file_type is never trusted). */
 typedef enum gpt2_type {
     GPT2_TYPE_F32 = 0,
     GPT2_TYPE_F16 = 1,
+    GPT2_TYPE_Q4_0 = 2,
+    GPT2_TYPE_Q4_1 = 3,
+    GPT2_TYPE_Q5_0 = 6,
+    GPT2_TYPE_Q5_1 = 7,
     GPT2_TYPE_Q8_0 = 8,
+    GPT2_TYPE_Q2_K = 10,
+    GPT2_TYPE_Q3_K = 11,
+    GPT2_TYPE_Q4_K = 12,
+    GPT2_TYPE_Q5_K = 13,
+    GPT2_TYPE_Q6_K = 14,
     GPT2_TYPE_BF16 = 30
 } gpt2_type;
 
@@ -159,7 +169,8 @@ typedef struct gpt2_model_info {
 /* What a model is and how it runs; zeros and "" for NULL. */
 gpt2_model_info gpt2_get_model_info(const gpt2_model *m);
 
-/* A static name for a weight type: "f32", "f16", "bf16", "q8_0"; "?" if unknown. */
+/* A static name for a weight type: "f32", "f16", "bf16", "q8_0", "q4_0", ..., "q4_K",
+   ... as ggml spells them; "?" if unknown. */
 const char *gpt2_type_name(gpt2_type t);
 
 /* Whether this CPU runs the kernel path `name` (any name gpt2_model_params.kernels takes):
@@ -439,12 +450,45 @@ gpt2_status gpt2_tokenize_trace(const gpt2_model *m, const char *text, size_t le
  * ======================================================================================== */
 
 /* Writes a copy of the GGUF model at in_path to out_path with every 2-D weight matrix
-   converted to type (F16, BF16 or Q8_0; F32 re-expands). 1-D tensors stay F32. The file is
-   written under a new unique name beside out_path and renamed onto it at the end, so
-   out_path is never half-written; an out_path that exists and is not a regular file is
-   refused. */
+   converted to type (any gpt2_type; F32 re-expands; GPT2_E_UNSUPPORTED if a matrix's rows
+   are not whole blocks of it). 1-D tensors stay as they are. The file is written under a
+   new unique name beside out_path and renamed onto it at the end, so out_path is never
+   half-written; an out_path that exists and is not a regular file is refused. */
 gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type type,
                           char *err, size_t err_len);
+
+/* The same with the type of each tensor chosen as llama.cpp's llama-quantize chooses it for
+   a GPT-2 (no importance matrix), by its names: "f32", "f16", "bf16", "q8_0", "q4_0",
+   "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k". E.g. q4_k_m: q6_K
+   for the tied embedding, q6_K for attn_qkv and ffn_down in some layers, q4_K for the rest;
+   a matrix whose rows are not whole 256-number blocks falls back as llama.cpp does
+   (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, q2_K/q3_K -> q4_0). position_embd, norms and
+   biases are kept. GPT2_E_ARG for an unknown name. */
+gpt2_status gpt2_quantize_recipe(const char *in_path, const char *out_path, const char *recipe,
+                                 char *err, size_t err_len);
+
+/* What a model file holds, for `gpt2 info`: its tensors and its metadata. */
+typedef struct gpt2_tensor_info {
+    const char *name;        /* not NUL-terminated: name_len bytes (valid while the model lives) */
+    size_t      name_len;
+    gpt2_type   type;
+    int32_t     n_dims;
+    int64_t     ne[4];       /* ne[0] is the row length, as GGUF stores it */
+    uint64_t    bytes;
+    uint64_t    offset;      /* in the file */
+} gpt2_tensor_info;
+
+size_t gpt2_tensor_count(const gpt2_model *m);  /* 0 for NULL */
+/* tensor i (< gpt2_tensor_count) into *out; GPT2_E_ARG otherwise */
+gpt2_status gpt2_tensor_get(const gpt2_model *m, size_t i, gpt2_tensor_info *out);
+
+size_t gpt2_metadata_count(const gpt2_model *m); /* 0 for NULL */
+/* Metadata entry i: *key (not NUL-terminated, *key_len bytes, valid while the model lives)
+   and its value written as text into value (cap bytes, always NUL-terminated when cap > 0,
+   cut if longer): numbers as numbers, strings as they are, arrays as "[N T]" with the
+   first few elements. GPT2_E_ARG for i out of range. */
+gpt2_status gpt2_metadata_get(const gpt2_model *m, size_t i, const char **key, size_t *key_len,
+                              char *value, size_t cap);
 
 /* The machine's memory read bandwidth in GB/s with n_threads (1..256) threads: the median
    of a few passes over a 256 MB buffer (for roofline figures in benchmarks). */

@@ -299,17 +299,15 @@ typedef struct {
     uint64_t data_offset; /* start of the tensor data section in the file */
 } gguf_file;
 
-/* Bytes of tensor data for a ggml type; 0 if the type is not one we read. */
+/* Bytes of tensor data of a ggml type, n_elems numbers in rows of row_len; false if the type
+   is not one we read, the rows do not fill whole blocks of it, or the size overflows. */
+static int kq_block_size(int type);
+static int kq_block_bytes(int type);
 static bool ggml_type_nbytes(uint32_t type, uint64_t n_elems, uint64_t row_len, uint64_t *out) {
-    switch (type) {
-    case GPT2_TYPE_F32: return mul_ok(n_elems, 4, out);
-    case GPT2_TYPE_F16:
-    case GPT2_TYPE_BF16: return mul_ok(n_elems, 2, out);
-    case GPT2_TYPE_Q8_0:
-        if (row_len % QK8_0) return false;
-        return mul_ok(n_elems / QK8_0, Q8_0_BLOCK_BYTES, out);
-    default: return false;
-    }
+    if (type > 31) return false;
+    int bs = kq_block_size((int)type), bb = kq_block_bytes((int)type);
+    if (!bs || row_len % (uint64_t)bs) return false;
+    return mul_ok(n_elems / (uint64_t)bs, (uint64_t)bb, out);
 }
 
 const char *gpt2_type_name(gpt2_type t) {
@@ -318,6 +316,15 @@ const char *gpt2_type_name(gpt2_type t) {
     case GPT2_TYPE_F16: return "f16";
     case GPT2_TYPE_BF16: return "bf16";
     case GPT2_TYPE_Q8_0: return "q8_0";
+    case GPT2_TYPE_Q4_0: return "q4_0";
+    case GPT2_TYPE_Q4_1: return "q4_1";
+    case GPT2_TYPE_Q5_0: return "q5_0";
+    case GPT2_TYPE_Q5_1: return "q5_1";
+    case GPT2_TYPE_Q2_K: return "q2_K";
+    case GPT2_TYPE_Q3_K: return "q3_K";
+    case GPT2_TYPE_Q4_K: return "q4_K";
+    case GPT2_TYPE_Q5_K: return "q5_K";
+    case GPT2_TYPE_Q6_K: return "q6_K";
     }
     return "?";
 }
@@ -489,11 +496,10 @@ static gpt2_status gguf_parse(gguf_file *g, char *err, size_t err_len) {
         if (!cur_u32(&cur, &t->type) || !cur_u64(&cur, &t->offset))
             return fail_with(GPT2_E_FORMAT, err, err_len, "truncated tensor description '%.*s'", nl,
                         t->name);
-        if (t->type != GPT2_TYPE_F32 && t->type != GPT2_TYPE_F16 && t->type != GPT2_TYPE_BF16 &&
-            t->type != GPT2_TYPE_Q8_0)
+        if (t->type > 31 || !kq_block_size((int)t->type))
             return fail_with(GPT2_E_UNSUPPORTED, err, err_len,
-                        "tensor '%.*s' has type %u; supported: f32, f16, bf16, q8_0", nl,
-                        t->name, t->type);
+                        "tensor '%.*s' has type %u; supported: f32, f16, bf16, q8_0, q4_0, q4_1, "
+                        "q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K", nl, t->name, t->type);
         if (!ggml_type_nbytes(t->type, n, t->ne[0], &t->nbytes))
             return fail_with(GPT2_E_FORMAT, err, err_len, "tensor '%.*s': rows of %llu do not fit "
                         "its type", nl, t->name, (unsigned long long)t->ne[0]);
@@ -882,6 +888,91 @@ gpt2_model_info gpt2_get_model_info(const gpt2_model *m) {
     i.name = m->name;
     i.kernels = kernels_name(m->kt);
     return i;
+}
+
+/* ---- what the file holds (gpt2 info) ------------------------------------------------------ */
+
+size_t gpt2_tensor_count(const gpt2_model *m) { return m ? (size_t)m->gguf.n_tensors : 0; }
+
+gpt2_status gpt2_tensor_get(const gpt2_model *m, size_t i, gpt2_tensor_info *out) {
+    if (!m || !out || i >= m->gguf.n_tensors) return GPT2_E_ARG;
+    const gguf_tensor *t = &m->gguf.tensors[i];
+    out->name = t->name;
+    out->name_len = (size_t)t->name_len;
+    out->type = (gpt2_type)t->type;
+    out->n_dims = (int32_t)t->n_dims;
+    for (int d = 0; d < 4; d++) out->ne[d] = (int64_t)t->ne[d];
+    out->bytes = t->nbytes;
+    out->offset = m->gguf.data_offset + t->offset;
+    return GPT2_OK;
+}
+
+size_t gpt2_metadata_count(const gpt2_model *m) { return m ? (size_t)m->gguf.n_kv : 0; }
+
+/* one scalar of GGUF type `type` at p, as text */
+static int format_scalar(char *buf, size_t cap, uint32_t type, const uint8_t *p) {
+    switch (type) {
+    case GGUF_U8: case GGUF_U16: case GGUF_U32: case GGUF_U64:
+        return snprintf(buf, cap, "%llu", (unsigned long long)rd_le(p, gguf_scalar_size[type]));
+    case GGUF_I8: case GGUF_I16: case GGUF_I32: case GGUF_I64: {
+        int n = gguf_scalar_size[type];
+        uint64_t v = rd_le(p, n);
+        if (n < 8 && (v >> (8 * n - 1) & 1)) v |= ~(uint64_t)0 << (8 * n); /* sign-extend */
+        return snprintf(buf, cap, "%lld", (long long)v);
+    }
+    case GGUF_F32: {
+        uint32_t b = (uint32_t)rd_le(p, 4);
+        float f;
+        memcpy(&f, &b, 4);
+        return snprintf(buf, cap, "%g", (double)f);
+    }
+    case GGUF_F64: {
+        uint64_t b = rd_le(p, 8);
+        double f;
+        memcpy(&f, &b, 8);
+        return snprintf(buf, cap, "%g", f);
+    }
+    case GGUF_BOOL: return snprintf(buf, cap, "%s", p[0] ? "true" : "false");
+    case GGUF_STRING: {
+        uint64_t len = rd_le(p, 8);
+        return snprintf(buf, cap, "%.*s", (int)(len > 200 ? 200 : len), (const char *)p + 8);
+    }
+    default: return snprintf(buf, cap, "?");
+    }
+}
+
+static const char *gguf_type_label(uint32_t t) {
+    static const char *const names[GGUF_NTYPES] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32",
+                                                   "bool", "string", "array", "u64", "i64", "f64"};
+    return t < GGUF_NTYPES ? names[t] : "?";
+}
+
+gpt2_status gpt2_metadata_get(const gpt2_model *m, size_t i, const char **key, size_t *key_len,
+                              char *value, size_t cap) {
+    if (cap && value) value[0] = '\0';
+    if (!m || !key || !key_len || (!value && cap) || i >= m->gguf.n_kv) return GPT2_E_ARG;
+    const gguf_kv *kv = &m->gguf.kv[i];
+    *key = kv->key;
+    *key_len = (size_t)kv->key_len;
+    if (!cap) return GPT2_OK;
+    if (kv->type != GGUF_ARRAY) {
+        format_scalar(value, cap, kv->type, kv->val);
+        return GPT2_OK;
+    }
+    /* an array: its length and type, then the first few elements (validated at load) */
+    size_t used = (size_t)snprintf(value, cap, "[%llu %s]", (unsigned long long)kv->count,
+                                   gguf_type_label(kv->elem_type));
+    if (kv->elem_type == GGUF_ARRAY) return GPT2_OK;
+    cursor cur = {kv->val, m->gguf.base + m->gguf.size};
+    for (uint64_t e = 0; e < kv->count && e < 4 && used + 1 < cap; e++) {
+        const uint8_t *at = cur.p;
+        if (!gguf_skip_value(&cur, kv->elem_type, 1)) break;
+        used += (size_t)snprintf(value + used, cap - used, " ");
+        if (used + 1 >= cap) break;
+        used += (size_t)format_scalar(value + used, cap - used, kv->elem_type, at);
+    }
+    if (kv->count > 4 && used + 5 < cap) snprintf(value + used, cap - used, " ...");
+    return GPT2_OK;
 }
 
 /* ==========================================================================================
@@ -1497,6 +1588,52 @@ typedef void (*dot_q8_tile_fn)(const uint8_t *w, size_t row_bytes, int nr, const
 
 enum { WT_F32, WT_F16, WT_BF16, WT_COUNT }; /* the types that meet float activations */
 
+/* ---- the other quantized formats (§D) ------------------------------------------------------
+ * Files on the Hub also hold ggml's 4-, 5- and 6-bit formats, in any mix per tensor: blocks
+ * of 32 numbers (q4_0, q4_1, q5_0, q5_1: a scale, maybe a minimum, small integers) and
+ * "K" super-blocks of 256 (q2_K ... q6_K: 8 or 16 sub-blocks with their own quantized scales).
+ * §D holds their layouts, their dequantization (bit for bit ggml's), quantizers, and dot
+ * products that, like q8_0's, meet activations quantized to int8: the 32-number formats
+ * read the q8_group rows of q8_0 (below), the K formats one q8k_record per 256 numbers. The
+ * kernel table names the instruction set their tiles use (kq_isa). */
+enum kq_isa {
+    KQ_ISA_SCALAR = 0,
+    KQ_ISA_AVX2,        /* AVX2 + FMA + F16C */
+    KQ_ISA_AVXVNNI,     /* the same + AVX-VNNI (VEX vpdpbusd / vpdpwssd on 256 bits) */
+    KQ_ISA_AVX512,      /* AVX-512 F/BW/VL (+ AVX2, FMA, F16C) */
+    KQ_ISA_AVX512VNNI,  /* the same + AVX512_VNNI */
+    KQ_ISA_COUNT
+};
+
+/* activations for the K formats: per 256 numbers (as ggml's Q8_K) */
+typedef struct q8k_record {
+    int8_t q[256];      /* nearest(x * (-127 / m)), m the number of largest magnitude */
+    int16_t bsum[16];   /* the sums of q over each 16 numbers */
+    float d;            /* m / -127 (0 for an all-zero block) */
+    uint8_t pad[28];    /* to 320 bytes */
+} q8k_record;
+
+/* a tile as dot_tile_fn, over quantized activation rows ldx_bytes apart */
+typedef void (*kq_dot_fn)(const uint8_t *w, size_t row_bytes, int nr, const void *xq,
+                          size_t ldx_bytes, int nt, int64_t n, float *out, size_t ldo);
+
+/* file types, numbered as llama.cpp's llama_ftype (general.file_type), for the recipes */
+enum kq_ftype {
+    KQ_FT_F32 = 0, KQ_FT_F16 = 1, KQ_FT_Q4_0 = 2, KQ_FT_Q4_1 = 3, KQ_FT_Q8_0 = 7,
+    KQ_FT_Q5_0 = 8, KQ_FT_Q5_1 = 9, KQ_FT_Q2_K = 10, KQ_FT_Q3_K_M = 12, KQ_FT_Q4_K_M = 15,
+    KQ_FT_Q5_K_M = 17, KQ_FT_Q6_K = 18, KQ_FT_BF16 = 32
+};
+#define KQ_KEEP (-1) /* kq_recipe: leave the tensor as it is */
+
+static int kq_row_bytes(int type, int64_t n, size_t *out);
+static int kq_dequantize_row(int type, const uint8_t *src, int64_t n, float *out);
+static int kq_quantize_row(int type, const float *x, int64_t n, uint8_t *out);
+static bool kq_is_k(int type);
+static int kq_quantize_act(int type, const float *x, int64_t n, void *out);
+static kq_dot_fn kq_dot_for(int type, int isa);  /* the tile of a type on a path, or a lesser one */
+static int kq_recipe(int ftype, const char *tensor_name, int layer, int n_layer, int64_t rows,
+                     int64_t cols);
+
 struct kernel_table {
     const char *name;            /* as gpt2_model_info.kernels reports it */
     dot_tile_fn dot[WT_COUNT];
@@ -1510,6 +1647,7 @@ struct kernel_table {
        ldp apart and y rows ldy apart; each y[q] gets the one-query result, bit for bit */
     void (*weighted_sum4)(const float *v, size_t ldv, const float *p, size_t ldp,
                           const int32_t *n, int nq, int64_t hs, float *y, size_t ldy);
+    int kq_isa;          /* KQ_ISA_*: the tiles of the formats of §D on this path */
 };
 
 static const char *kernels_name(const kernel_table *kt) { return kt->name; }
@@ -1526,34 +1664,22 @@ static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 /* ---- the reference: matrix multiplication, the plain way ----------------------------------
  * out (T, rows) = x (T, cols) @ W^T + bias, W being the matrix of (rows, cols) weights: three
- * loops, one weight at a time, decoded to a float as the tables above define it. Nothing in
- * the forward pass calls this; it is the definition the tiled driver (matmul_rows, at the end
- * of this section) is tested against, on every kernel path. */
-static float weight_at(const matrix *w, int64_t r, int64_t i) {
-    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-    switch (w->type) {
-    case GPT2_TYPE_F16: return f16_to_f32(rd16(row + 2 * i));
-    case GPT2_TYPE_BF16: return bf16_to_f32(rd16(row + 2 * i));
-    case GPT2_TYPE_Q8_0: {
-        const uint8_t *blk = row + (size_t)(i / QK8_0) * Q8_0_BLOCK_BYTES;
-        return f16_to_f32(rd16(blk)) * (float)(int8_t)blk[2 + i % QK8_0];
-    }
-    default: {
-        float f;
-        memcpy(&f, row + 4 * i, 4);
-        return f;
-    }
-    }
-}
-
+ * loops, one weight row at a time decoded to floats (dequantize_row, below). Nothing in the
+ * forward pass calls this; it is the definition the tiled driver (matmul_rows, at the end of
+ * this section) is tested against, on every kernel path and weight type. */
 REFERENCE static void matmul_reference(float *out, const float *x, const matrix *w, const float *bias, int T) {
-    for (int t = 0; t < T; t++)                       // each token
-        for (int64_t r = 0; r < w->rows; r++) {       // each output: a row of W
+    float *row = malloc((size_t)w->cols * sizeof *row);   // (cols) one row of W as floats
+    if (!row) return;
+    for (int64_t r = 0; r < w->rows; r++) {               // each output: a row of W
+        dequantize_row(w, r, row);
+        for (int t = 0; t < T; t++) {                     // each token
             float sum = bias ? bias[r] : 0.0f;
-            for (int64_t i = 0; i < w->cols; i++)     // dot(x[t], W[r])
-                sum += x[(size_t)t * (size_t)w->cols + (size_t)i] * weight_at(w, r, i);
+            for (int64_t i = 0; i < w->cols; i++)         // dot(x[t], W[r])
+                sum += x[(size_t)t * (size_t)w->cols + (size_t)i] * row[i];
             out[(size_t)t * (size_t)w->rows + (size_t)r] = sum;
         }
+    }
+    free(row);
 }
 
 /* ---- the scalar path: dot-product tiles with 8 lanes, reduced pairwise --------------------
@@ -1717,7 +1843,7 @@ DEFINE_WEIGHTED_SUM4(weighted_sum4_scalar, weighted_sum_scalar)
 
 static const kernel_table kernels_scalar = {
     "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar}, dot_q8_0_scalar, quantize_q8_scalar,
-    gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar};
+    gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar, KQ_ISA_SCALAR};
 
 /* One row of a matrix as floats (embedding lookups, and converting 1-D tensors). */
 static void dequantize_row(const matrix *w, int64_t r, float *out) {
@@ -1735,6 +1861,9 @@ static void dequantize_row(const matrix *w, int64_t r, float *out) {
             float d = f16_to_f32(rd16(p));
             for (int i = 0; i < QK8_0; i++) out[b * QK8_0 + i] = d * (float)(int8_t)p[2 + i];
         }
+        break;
+    default: /* the formats of §D, exactly as ggml decodes them */
+        kq_dequantize_row((int)w->type, p, w->cols, out);
         break;
     }
 }
@@ -1779,20 +1908,21 @@ typedef enum {
    Tokens go in chunks whose activations fit in L2 (reused for every weight row); within a
    chunk, tiles of 4 weight rows x 4 tokens. */
 static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bias, const float *x,
-                        const q8_group *xq, int T, float *out, int64_t ldo, int64_t r0,
+                        const uint8_t *xq, size_t ldq, int T, float *out, int64_t ldo, int64_t r0,
                         int64_t r1, epilogue e) {
     dot_tile_fn dot = kt->dot[wt_index(w->type)];
+    kq_dot_fn qdot = w->type != GPT2_TYPE_Q8_0 && xq ? kq_dot_for((int)w->type, kt->kq_isa) : NULL;
     const uint8_t *base = (const uint8_t *)w->data;
-    const size_t cols = (size_t)w->cols, ldq = (size_t)q8_groups(w->cols);
-    size_t token_bytes = xq ? ldq * sizeof(q8_group) : cols * sizeof(float);
+    const size_t cols = (size_t)w->cols;
+    size_t token_bytes = xq ? ldq : cols * sizeof(float);
     int chunk = (int)((MATMUL_X_BUDGET) / token_bytes);
     chunk = chunk < 4 ? 4 : chunk / 4 * 4;
     for (int t0 = 0; t0 < T; t0 += chunk) {
         int t1 = T - t0 < chunk ? T : t0 + chunk;
         /* With a few tokens (beams), float weights leave memory traffic as the limit: then
            tiles of one row and up to 4 tokens read each row in one sequential stream, which
-           runs faster than 4 interleaved ones. q8_0 tiles do more work per weight row, so
-           sharing the activations' loads over 4 rows matters more there (measured: README). */
+           runs faster than 4 interleaved ones. Quantized tiles do more work per weight row,
+           so sharing the activations' loads over 4 rows matters more there (README). */
         const int step = !xq && t1 - t0 > 1 && t1 - t0 <= 4 ? 1 : 4;
         for (int64_t r = r0; r < r1; r += step) {
             int nr = r1 - r < step ? (int)(r1 - r) : step;
@@ -1803,7 +1933,9 @@ static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bi
                 /* plain and GELU outputs go straight into out (the bias follows below) */
                 float *dst = e != EPI_ADD ? out + (size_t)t * (size_t)ldo + r : d;
                 size_t ldd = e != EPI_ADD ? (size_t)ldo : 4;
-                if (xq) kt->dot_q8(wr, w->row_bytes, nr, xq + (size_t)t * ldq, ldq, nt, w->cols, dst, ldd);
+                if (qdot) qdot(wr, w->row_bytes, nr, xq + (size_t)t * ldq, ldq, nt, w->cols, dst, ldd);
+                else if (xq) kt->dot_q8(wr, w->row_bytes, nr, (const q8_group *)(const void *)(xq + (size_t)t * ldq),
+                                        ldq / sizeof(q8_group), nt, w->cols, dst, ldd);
                 else dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols, dst, ldd);
                 if (e != EPI_ADD) continue;
                 for (int j = 0; j < nt; j++) {
@@ -1826,7 +1958,8 @@ typedef struct {
     const kernel_table *kt;
     const matrix *w;
     const float *bias, *x;
-    const q8_group *xq;
+    const uint8_t *xq;      /* NULL for float weights */
+    size_t ldq;             /* bytes between two tokens' quantized rows */
     int T;
     float *out;
     int64_t ldo;
@@ -1845,22 +1978,30 @@ static void matmul_worker(void *arg, int ith, int nth) {
     matmul_task *a = arg;
     int64_t lo, hi;
     split_range(a->w->rows, 4, ith, nth, &lo, &hi);
-    matmul_rows(a->kt, a->w, a->bias, a->x, a->xq, a->T, a->out, a->ldo, lo, hi, a->e);
+    matmul_rows(a->kt, a->w, a->bias, a->x, a->xq, a->ldq, a->T, a->out, a->ldo, lo, hi, a->e);
 }
 
+/* Quantized weights meet activations quantized per block: q8_0 and the 32-number formats
+   read q8_group rows, the K formats q8k_record rows (§D); one row per token, ldq apart. */
 typedef struct {
     const kernel_table *kt;
+    int type;               /* the weights' type */
     const float *x;
     int64_t n;
     int T;
-    q8_group *xq;
+    uint8_t *xq;
+    size_t ldq;
 } quantize_task;
 
 static void quantize_worker(void *arg, int ith, int nth) {
     quantize_task *a = arg;
-    int64_t lo, hi, ldq = q8_groups(a->n);
+    int64_t lo, hi;
     split_range(a->T, 1, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) a->kt->quantize_q8(a->x + t * a->n, a->n, a->xq + t * ldq);
+    for (int64_t t = lo; t < hi; t++) {
+        uint8_t *row = a->xq + (size_t)t * a->ldq;
+        if (kq_is_k(a->type)) kq_quantize_act(a->type, a->x + t * a->n, a->n, row);
+        else a->kt->quantize_q8(a->x + t * a->n, a->n, (q8_group *)(void *)row);
+    }
 }
 
 /* ==========================================================================================
@@ -2039,12 +2180,15 @@ int32_t gpt2_context_size(const gpt2_context *c) { return c ? c->n_ctx : 0; }
    For q8_0 weights x is first quantized into c->xq, (T, q8_groups(cols)). */
 static void matmul(gpt2_context *c, const matrix *w, const float *bias, const float *x, int T,
                    float *out, epilogue e) {
-    matmul_task a = {c->m->kt, w, bias, x, NULL, T, out, w->rows, e};
-    if (w->type == GPT2_TYPE_Q8_0) {
-        quantize_task q = {c->m->kt, x, w->cols, T, c->xq};
+    matmul_task a = {c->m->kt, w, bias, x, NULL, 0, T, out, w->rows, e};
+    if (w->type != GPT2_TYPE_F32 && w->type != GPT2_TYPE_F16 && w->type != GPT2_TYPE_BF16) {
+        size_t ldq = kq_is_k((int)w->type) ? (size_t)(w->cols / 256) * sizeof(q8k_record)
+                                            : (size_t)q8_groups(w->cols) * sizeof(q8_group);
+        quantize_task q = {c->m->kt, (int)w->type, x, w->cols, T, (uint8_t *)c->xq, ldq};
         if (T >= 8) pool_run(c->pool, quantize_worker, &q);
         else quantize_worker(&q, 0, 1);
-        a.xq = c->xq;
+        a.xq = (const uint8_t *)c->xq;
+        a.ldq = ldq;
     }
     pool_run(c->pool, matmul_worker, &a);
 }
@@ -3493,7 +3637,19 @@ DEFINE_WEIGHTED_SUM4(weighted_sum4_avx2, weighted_sum_avx2)
 
 static const kernel_table kernels_avx2 = {
     "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2, quantize_q8_scalar,
-    gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2};
+    gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVX2};
+
+/* AVX-VNNI (the VEX form of vpdpbusd: Alder Lake and later, Zen 5 client parts) on 256-bit
+   registers: the q8_0 tiles and the tiles of §D's formats come from §D's avxvnni path; the
+   rest is AVX2's */
+static void dot_q8_0_avxvnni(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x,
+                             size_t ldx, int nt, int64_t n, float *out, size_t ldo) {
+    kq_dot_for(GPT2_TYPE_Q8_0, KQ_ISA_AVXVNNI)(w, row_bytes, nr, x, ldx * sizeof(q8_group), nt, n, out, ldo);
+}
+
+static const kernel_table kernels_avx2_vnni = {
+    "avx2-vnni", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avxvnni, quantize_q8_scalar,
+    gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVXVNNI};
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
@@ -3818,15 +3974,15 @@ AVX512_TARGET static void weighted_sum4_avx512(const float *v, size_t ldv, const
 
 static const kernel_table kernels_avx512 = {
     "avx512-vnni", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx512, quantize_q8_avx512,
-    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
+    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512, KQ_ISA_AVX512VNNI};
 /* the first AVX-512 CPUs (Skylake-X) lack VNNI: their q8_0 tiles are AVX2's */
 static const kernel_table kernels_avx512_no_vnni = {
     "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx2, quantize_q8_avx512,
-    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512};
+    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512, KQ_ISA_AVX512};
 #endif /* GPT2_X86 */
 
 /* What the CPU (and the OS, which must save the wider registers) supports, from cpuid. */
-enum { CPU_AVX2 = 1, CPU_AVX512 = 2, CPU_VNNI = 4 };
+enum { CPU_AVX2 = 1, CPU_AVX512 = 2, CPU_VNNI = 4, CPU_AVXVNNI = 8 };
 
 static int cpu_level(void) {
 #ifdef GPT2_X86
@@ -3843,8 +3999,10 @@ static int cpu_level(void) {
     bool avx2 = b >> 5 & 1, avx512f = b >> 16 & 1, avx512bw = b >> 30 & 1, avx512vl = b >> 31 & 1;
     if (!(ymm && avx2 && fma && f16c)) return 0;
     bool vnni = ecx >> 11 & 1; /* AVX512_VNNI */
-    if (zmm && avx512f && avx512bw && avx512vl) return CPU_AVX2 | CPU_AVX512 | (vnni ? CPU_VNNI : 0);
-    return CPU_AVX2;
+    __cpuid_count(7, 1, a, b, ecx, d);
+    int level = CPU_AVX2 | (a >> 4 & 1 ? CPU_AVXVNNI : 0); /* AVX-VNNI: the VEX vpdpbusd */
+    if (zmm && avx512f && avx512bw && avx512vl) return level | CPU_AVX512 | (vnni ? CPU_VNNI : 0);
+    return level;
 #else
     return 0;
 #endif
@@ -3864,6 +4022,7 @@ static const kernel_choice kernel_paths[] = {
 #ifdef GPT2_X86
     {"avx512", NULL, CPU_AVX2 | CPU_AVX512 | CPU_VNNI, &kernels_avx512},
     {"avx512", "avx512-novnni", CPU_AVX2 | CPU_AVX512, &kernels_avx512_no_vnni},
+    {"avx2", NULL, CPU_AVX2 | CPU_AVXVNNI, &kernels_avx2_vnni},
     {"avx2", "avx2-novnni", CPU_AVX2, &kernels_avx2},
 #endif
     {"scalar", NULL, 0, &kernels_scalar},
@@ -3872,7 +4031,7 @@ static const kernel_choice kernel_paths[] = {
 
 /* Every name GPT2_KERNELS knows, on any CPU (so that a name for another architecture is
    "not on this CPU" rather than "unknown"). */
-static const char *const kernel_names[] = {"scalar", "avx2", "avx2-novnni", "avx512", "avx512-novnni",
+static const char *const kernel_names[] = {"scalar", "avx2", "avx2-novnni", "avx2-vnni", "avx512", "avx512-novnni",
                                            "avx512-vnni", "neon", "neon-nodotprod",
                                            "neon-dotprod"};
 
@@ -4133,6 +4292,9 @@ static void quantize_row(const float *x, int64_t n, gpt2_type type, uint8_t *out
             for (int i = 0; i < QK8_0; i++) out[2 + i] = (uint8_t)(int8_t)roundf(v[i] * id);
         }
         break;
+    default: /* the formats of §D */
+        kq_quantize_row((int)type, x, n, out);
+        break;
     }
 }
 
@@ -4201,13 +4363,32 @@ static bool write_pad(FILE *f, uint64_t n, uint32_t align) {
     return true;
 }
 
-gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type type, char *err,
-                          size_t err_len) {
-    if (err && err_len) err[0] = '\0';
-    if (!in_path || !out_path) return fail_with(GPT2_E_ARG, err, err_len, "path is NULL");
-    if (type != GPT2_TYPE_F32 && type != GPT2_TYPE_F16 && type != GPT2_TYPE_BF16 &&
-        type != GPT2_TYPE_Q8_0)
-        return fail_with(GPT2_E_ARG, err, err_len, "unsupported target type %d", (int)type);
+/* llama-quantize's names for its file types, and the type that names each one's bulk */
+static const struct { const char *name; int ftype; gpt2_type bulk; } recipes[] = {
+    {"f32", KQ_FT_F32, GPT2_TYPE_F32},       {"f16", KQ_FT_F16, GPT2_TYPE_F16},
+    {"bf16", KQ_FT_BF16, GPT2_TYPE_BF16},    {"q8_0", KQ_FT_Q8_0, GPT2_TYPE_Q8_0},
+    {"q4_0", KQ_FT_Q4_0, GPT2_TYPE_Q4_0},    {"q4_1", KQ_FT_Q4_1, GPT2_TYPE_Q4_1},
+    {"q5_0", KQ_FT_Q5_0, GPT2_TYPE_Q5_0},    {"q5_1", KQ_FT_Q5_1, GPT2_TYPE_Q5_1},
+    {"q2_k", KQ_FT_Q2_K, GPT2_TYPE_Q2_K},    {"q3_k_m", KQ_FT_Q3_K_M, GPT2_TYPE_Q3_K},
+    {"q4_k_m", KQ_FT_Q4_K_M, GPT2_TYPE_Q4_K}, {"q5_k_m", KQ_FT_Q5_K_M, GPT2_TYPE_Q5_K},
+    {"q6_k", KQ_FT_Q6_K, GPT2_TYPE_Q6_K},
+};
+
+/* The block index of a tensor named "blk.N. ...", else -1. */
+static int tensor_layer(const gguf_tensor *t) {
+    if (t->name_len < 5 || memcmp(t->name, "blk.", 4) != 0) return -1;
+    int l = 0;
+    for (uint64_t i = 4; i < t->name_len && t->name[i] != '.'; i++) {
+        if (t->name[i] < '0' || t->name[i] > '9' || l > 100000) return -1;
+        l = l * 10 + (t->name[i] - '0');
+    }
+    return l;
+}
+
+/* Rewrites in_path as out_path. With recipe >= 0 (an index in recipes[]) each tensor gets
+   llama.cpp's type for it; otherwise every 2-D tensor becomes `type`. */
+static gpt2_status quantize_file(const char *in_path, const char *out_path, int recipe,
+                                 gpt2_type type, char *err, size_t err_len) {
     gpt2_model *m;
     gpt2_status s = gpt2_load(in_path, &m, err, err_len);
     if (s) return s;
@@ -4226,13 +4407,20 @@ gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type t
         types[i] = t->type;
         sizes[i] = t->nbytes;
         if (t->n_dims != 2) continue;
-        if (type == GPT2_TYPE_Q8_0 && t->ne[0] % QK8_0) {
-            s = fail_with(GPT2_E_UNSUPPORTED, err, err_len, "tensor '%.*s': rows of %llu cannot be q8_0",
-                     (int)t->name_len, t->name, (unsigned long long)t->ne[0]);
+        int want = (int)type;
+        if (recipe >= 0) {
+            char name[256];
+            snprintf(name, sizeof name, "%.*s", (int)(t->name_len < 255 ? t->name_len : 255), t->name);
+            want = kq_recipe(recipes[recipe].ftype, name, tensor_layer(t), m->cfg.n_layer,
+                             (int64_t)t->ne[1], (int64_t)t->ne[0]);
+            if (want == KQ_KEEP) continue;
+        }
+        if (!ggml_type_nbytes((uint32_t)want, t->ne[0] * t->ne[1], t->ne[0], &sizes[i])) {
+            s = fail_with(GPT2_E_UNSUPPORTED, err, err_len, "tensor '%.*s': rows of %llu cannot be %s",
+                     (int)t->name_len, t->name, (unsigned long long)t->ne[0], gpt2_type_name((gpt2_type)want));
             goto done;
         }
-        types[i] = (uint32_t)type;
-        ggml_type_nbytes(type, t->ne[0] * t->ne[1], t->ne[0], &sizes[i]);
+        types[i] = (uint32_t)want;
         if ((int64_t)t->ne[0] > max_cols) max_cols = (int64_t)t->ne[0];
     }
     row = malloc(((size_t)max_cols + 1) * sizeof(float));
@@ -4250,8 +4438,9 @@ gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type t
         goto done;
     }
     /* llama.cpp's general.file_type numbering */
-    uint32_t ftype = type == GPT2_TYPE_F32 ? 0 : type == GPT2_TYPE_F16 ? 1
-                   : type == GPT2_TYPE_Q8_0 ? 7 : 32;
+    uint32_t ftype = 0;
+    for (size_t i = 0; i < sizeof recipes / sizeof *recipes; i++)
+        if (recipe >= 0 ? (int)i == recipe : recipes[i].bulk == type) ftype = (uint32_t)recipes[i].ftype;
     bool ok = write_u32(f, GGUF_MAGIC) && write_u32(f, 3) && write_u64(f, g->n_tensors);
     bool has_ftype = gguf_find(g, "general.file_type") != NULL;
     ok = ok && write_u64(f, g->n_kv + (has_ftype ? 0 : 1));
@@ -4286,7 +4475,7 @@ gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type t
             size_t out_row = (size_t)(sizes[i] / t->ne[1]);
             for (int64_t r = 0; ok && r < w.rows; r++) {
                 dequantize_row(&w, r, row);
-                quantize_row(row, w.cols, type, qrow);
+                quantize_row(row, w.cols, (gpt2_type)types[i], qrow);
                 ok = write_all(f, qrow, out_row);
             }
         }
@@ -4306,6 +4495,25 @@ done:
     free(row);
     gpt2_free(m);
     return s;
+}
+
+gpt2_status gpt2_quantize(const char *in_path, const char *out_path, gpt2_type type, char *err,
+                          size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (!in_path || !out_path) return fail_with(GPT2_E_ARG, err, err_len, "path is NULL");
+    if ((unsigned)type > 31 || !kq_block_size((int)type))
+        return fail_with(GPT2_E_ARG, err, err_len, "unsupported target type %d", (int)type);
+    return quantize_file(in_path, out_path, -1, type, err, err_len);
+}
+
+gpt2_status gpt2_quantize_recipe(const char *in_path, const char *out_path, const char *recipe,
+                                 char *err, size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (!in_path || !out_path || !recipe) return fail_with(GPT2_E_ARG, err, err_len, "argument is NULL");
+    for (size_t i = 0; i < sizeof recipes / sizeof *recipes; i++)
+        if (!strcmp(recipe, recipes[i].name)) return quantize_file(in_path, out_path, (int)i, recipes[i].bulk, err, err_len);
+    return fail_with(GPT2_E_ARG, err, err_len, "unknown recipe '%.32s' (f32, f16, bf16, q8_0, q4_0, "
+                     "q4_1, q5_0, q5_1, q2_k, q3_k_m, q4_k_m, q5_k_m, q6_k)", recipe);
 }
 
 /* ---- memory bandwidth probe (for benchmarks) --------------------------------------------- */
@@ -4379,3 +4587,1669 @@ gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s) {
     *gb_per_s = rate[3] / 1e9;
     return GPT2_OK;
 }
+
+/* ==========================================================================================
+ * §D Quantized block formats: q4_0 ... q6_K, plain and fast
+ * ==========================================================================================
+ * The formats that §3 introduces in "the other quantized formats": their layouts, exact
+ * dequantization, int8 activations, the scalar reference dot products and the SIMD tiles
+ * that must equal them (to rounding, and bit for bit across tile shapes), the quantizers
+ * gpt2 quantize uses, and llama.cpp's choice of type per tensor.
+ *
+ * Block layouts.
+ * Byte offsets within one block; every multi-byte field is little-endian; "f16" is an IEEE
+ * half. A row is its blocks back to back (no padding). Values are listed as ggml's to_float
+ * computes them, operation by operation (the order matters for bit-exactness).
+ *
+ * 32 numbers per block:
+ *   q4_0  18 B  d f16 @0, qs[16] @2         x[j] = (lo(qs[j]) - 8) * d, x[j+16] = (hi(qs[j]) - 8) * d
+ *   q4_1  20 B  d @0, m @2, qs[16] @4       x[j] = lo(qs[j]) * d + m,   x[j+16] = hi(qs[j]) * d + m
+ *   q5_0  22 B  d @0, qh u32 @2, qs @6      x[j] = ((lo | bit j of qh << 4) - 16) * d,
+ *                                           x[j+16] = ((hi | bit j+16 of qh << 4) - 16) * d
+ *   q5_1  24 B  d @0, m @2, qh @4, qs @8    as q5_0 without the -16, then * d + m
+ *   q8_0  34 B  d @0, qs int8[32] @2        x[j] = qs[j] * d
+ * 256 numbers per block ("super-block"); l runs over 0..31:
+ *   q2_K  84 B  scales[16] @0 (lo 4 bits: scale, hi 4 bits: min), qs[64] @16, d @80, dmin @82
+ *               half h (0,1), pass p (0..3): x[128h + 32p + l] = (d * sc) * q - (dmin * mn)
+ *               with q = (qs[32h + l] >> 2p) & 3 and sc, mn from scales[8h + 2p + (l >= 16)]
+ *   q3_K  110 B hmask[32] @0, qs[64] @32, scales[12] @96 (16 six-bit scales), d @108
+ *               x[128h + 32p + l] = (d * (sc - 32)) * (q - 4), q = ((qs[32h + l] >> 2p) & 3)
+ *               | 4 if bit 4h + p of hmask[l]; sc number 8h + 2p + (l >= 16), unpacked as
+ *               sc_j = (j < 8 ? scales[j] & 15 : scales[j - 8] >> 4) | ((scales[8 + j % 4] >> 2(j / 4)) & 3) << 4
+ *   q4_K  144 B d @0, dmin @2, scales[12] @4 (8 six-bit scales and mins), qs[128] @16
+ *               chunk c (0..3): x[64c + l] = (d * sc_2c) * lo(qs[32c + l]) - (dmin * mn_2c),
+ *               x[64c + 32 + l] the same with hi() and sub-block 2c + 1; for sub-block j:
+ *               j < 4: sc = s[j] & 63, mn = s[j + 4] & 63;
+ *               else   sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4, mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4
+ *   q5_K  176 B as q4_K with qh[32] @16 and qs[128] @48: the fifth bit (16) of x[64c + l] is
+ *               bit 2c of qh[l], of x[64c + 32 + l] bit 2c + 1
+ *   q6_K  210 B ql[128] @0, qh[64] @128, scales int8[16] @192, d @208; half h:
+ *               x[128h + 32k + l] = (d * sc[8h + 2k + l / 16]) * (q - 32), q = 4 bits of ql | 2 of qh:
+ *               k=0: lo(ql[64h + l]),      (qh[32h + l] >> 0) & 3    k=1: lo(ql[64h + 32 + l]), >> 2
+ *               k=2: hi(ql[64h + l]),      >> 4                      k=3: hi(ql[64h + 32 + l]), >> 6
+ * ---------------------------------------------------------------------------------------- */
+
+#define KQ_QK 32   /* numbers per block of the small types */
+#define KQ_QKK 256 /* numbers per super-block */
+
+enum {
+    KQ_Q4_0_BYTES = 18, KQ_Q4_1_BYTES = 20, KQ_Q5_0_BYTES = 22, KQ_Q5_1_BYTES = 24, KQ_Q8_0_BYTES = 34,
+    KQ_Q2_K_BYTES = 84, KQ_Q3_K_BYTES = 110, KQ_Q4_K_BYTES = 144, KQ_Q5_K_BYTES = 176, KQ_Q6_K_BYTES = 210
+};
+
+static int kq_block_size(int type) {
+    switch (type) {
+    case GPT2_TYPE_F32: case GPT2_TYPE_F16: case GPT2_TYPE_BF16: return 1;
+    case GPT2_TYPE_Q4_0: case GPT2_TYPE_Q4_1: case GPT2_TYPE_Q5_0: case GPT2_TYPE_Q5_1: case GPT2_TYPE_Q8_0: return KQ_QK;
+    case GPT2_TYPE_Q2_K: case GPT2_TYPE_Q3_K: case GPT2_TYPE_Q4_K: case GPT2_TYPE_Q5_K: case GPT2_TYPE_Q6_K: return KQ_QKK;
+    default: return 0;
+    }
+}
+
+static int kq_block_bytes(int type) {
+    switch (type) {
+    case GPT2_TYPE_F32: return 4;
+    case GPT2_TYPE_F16: case GPT2_TYPE_BF16: return 2;
+    case GPT2_TYPE_Q4_0: return KQ_Q4_0_BYTES;
+    case GPT2_TYPE_Q4_1: return KQ_Q4_1_BYTES;
+    case GPT2_TYPE_Q5_0: return KQ_Q5_0_BYTES;
+    case GPT2_TYPE_Q5_1: return KQ_Q5_1_BYTES;
+    case GPT2_TYPE_Q8_0: return KQ_Q8_0_BYTES;
+    case GPT2_TYPE_Q2_K: return KQ_Q2_K_BYTES;
+    case GPT2_TYPE_Q3_K: return KQ_Q3_K_BYTES;
+    case GPT2_TYPE_Q4_K: return KQ_Q4_K_BYTES;
+    case GPT2_TYPE_Q5_K: return KQ_Q5_K_BYTES;
+    case GPT2_TYPE_Q6_K: return KQ_Q6_K_BYTES;
+    default: return 0;
+    }
+}
+
+static int kq_row_bytes(int type, int64_t n, size_t *out) {
+    int bs = kq_block_size(type), bb = kq_block_bytes(type);
+    if (!bs || n <= 0 || n % bs) return -1;
+    uint64_t nb = (uint64_t)(n / bs);
+    if (nb > SIZE_MAX / (uint64_t)bb) return -1;
+    if (out) *out = (size_t)(nb * (uint64_t)bb);
+    return 0;
+}
+
+/* ---- halves and little-endian fields ----------------------------------------------------- */
+
+static inline uint32_t kq_rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void kq_wr16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static float kq_bits_f32(uint32_t b) {
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+static uint32_t kq_f32_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return b;
+}
+
+static inline float kq_rdh(const uint8_t *p) { return f16_to_f32(rd16(p)); }
+/* a float as it reads back after storing it as a half */
+static inline float kq_via_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
+
+/* round half to even without libm: adding 1.5 * 2^23 leaves no fraction bits; clamped to
+   |v| <= 2^22 first (NaN gives 0), so that no input converts out of range */
+static inline int kq_nearest(float v) {
+    if (!(v > -4194304.0f && v < 4194304.0f)) v = v > 0.0f ? 4194304.0f : v < 0.0f ? -4194304.0f : 0.0f; /* NaN: 0 */
+    return (int)((v + 12582912.0f) - 12582912.0f);
+}
+
+/* the 6-bit scale and min of sub-block j of a q4_K / q5_K block's 12 scale bytes */
+static inline void kq_scale_min_k4(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+/* the 16 six-bit scales of a q3_K block, minus 32 */
+static inline void kq_scales_q3k(const uint8_t *s, int sc[16]) {
+    for (int j = 0; j < 16; j++) {
+        int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
+        int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+        sc[j] = (lo | hi << 4) - 32;
+    }
+}
+
+/* ==========================================================================================
+ * Dequantization
+ * ==========================================================================================
+ * Each value is computed with ggml's operations in ggml's order: a product of two floats
+ * (an integer converts exactly), then at most one addition or subtraction, each rounded to
+ * float. Kept as separate statements so that a compiler that contracts only within one
+ * expression (clang's default) cannot fuse them into an FMA; GCC does not contract in ISO C
+ * mode or without an FMA target. See NOTES.md.
+ * ---------------------------------------------------------------------------------------- */
+
+static void kq_deq_q4_0(const uint8_t *b, float *y) {
+    float d = kq_rdh(b);
+    for (int j = 0; j < 16; j++) {
+        y[j] = (float)((b[2 + j] & 15) - 8) * d;
+        y[j + 16] = (float)((b[2 + j] >> 4) - 8) * d;
+    }
+}
+
+static void kq_deq_q4_1(const uint8_t *b, float *y) {
+    float d = kq_rdh(b), m = kq_rdh(b + 2);
+    for (int j = 0; j < 16; j++) {
+        float p0 = (float)(b[4 + j] & 15) * d, p1 = (float)(b[4 + j] >> 4) * d;
+        y[j] = p0 + m;
+        y[j + 16] = p1 + m;
+    }
+}
+
+static void kq_deq_q5_0(const uint8_t *b, float *y) {
+    float d = kq_rdh(b);
+    uint32_t qh = kq_rd32(b + 2);
+    for (int j = 0; j < 16; j++) {
+        int h0 = (int)((qh >> j) & 1) << 4, h1 = (int)((qh >> (j + 16)) & 1) << 4;
+        y[j] = (float)(((b[6 + j] & 15) | h0) - 16) * d;
+        y[j + 16] = (float)(((b[6 + j] >> 4) | h1) - 16) * d;
+    }
+}
+
+static void kq_deq_q5_1(const uint8_t *b, float *y) {
+    float d = kq_rdh(b), m = kq_rdh(b + 2);
+    uint32_t qh = kq_rd32(b + 4);
+    for (int j = 0; j < 16; j++) {
+        int h0 = (int)((qh >> j) & 1) << 4, h1 = (int)((qh >> (j + 16)) & 1) << 4;
+        float p0 = (float)((b[8 + j] & 15) | h0) * d, p1 = (float)((b[8 + j] >> 4) | h1) * d;
+        y[j] = p0 + m;
+        y[j + 16] = p1 + m;
+    }
+}
+
+static void kq_deq_q8_0(const uint8_t *b, float *y) {
+    float d = kq_rdh(b);
+    for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)b[2 + j] * d;
+}
+
+static void kq_deq_q2_k(const uint8_t *b, float *y) {
+    const uint8_t *sc = b, *qs = b + 16;
+    float d = kq_rdh(b + 80), dmin = kq_rdh(b + 82);
+    for (int h = 0; h < 2; h++)
+        for (int p = 0; p < 4; p++)
+            for (int l = 0; l < 32; l++) {
+                int s = sc[8 * h + 2 * p + l / 16];
+                float dl = d * (float)(s & 15), ml = dmin * (float)(s >> 4);
+                float v = dl * (float)((qs[32 * h + l] >> (2 * p)) & 3);
+                y[128 * h + 32 * p + l] = v - ml;
+            }
+}
+
+static void kq_deq_q3_k(const uint8_t *b, float *y) {
+    const uint8_t *hm = b, *qs = b + 32;
+    float d = kq_rdh(b + 108);
+    int sc[16];
+    kq_scales_q3k(b + 96, sc);
+    for (int h = 0; h < 2; h++)
+        for (int p = 0; p < 4; p++)
+            for (int l = 0; l < 32; l++) {
+                int q = ((qs[32 * h + l] >> (2 * p)) & 3) - ((hm[l] >> (4 * h + p)) & 1 ? 0 : 4);
+                float dl = d * (float)sc[8 * h + 2 * p + l / 16];
+                y[128 * h + 32 * p + l] = dl * (float)q;
+            }
+}
+
+static void kq_deq_q4_k(const uint8_t *b, float *y) {
+    float d = kq_rdh(b), dmin = kq_rdh(b + 2);
+    const uint8_t *qs = b + 16;
+    for (int c = 0; c < 4; c++) {
+        int sc0, mn0, sc1, mn1;
+        kq_scale_min_k4(b + 4, 2 * c, &sc0, &mn0);
+        kq_scale_min_k4(b + 4, 2 * c + 1, &sc1, &mn1);
+        float d0 = d * (float)sc0, m0 = dmin * (float)mn0;
+        float d1 = d * (float)sc1, m1 = dmin * (float)mn1;
+        for (int l = 0; l < 32; l++) {
+            float v0 = d0 * (float)(qs[32 * c + l] & 15), v1 = d1 * (float)(qs[32 * c + l] >> 4);
+            y[64 * c + l] = v0 - m0;
+            y[64 * c + 32 + l] = v1 - m1;
+        }
+    }
+}
+
+static void kq_deq_q5_k(const uint8_t *b, float *y) {
+    float d = kq_rdh(b), dmin = kq_rdh(b + 2);
+    const uint8_t *qh = b + 16, *qs = b + 48;
+    for (int c = 0; c < 4; c++) {
+        int sc0, mn0, sc1, mn1;
+        kq_scale_min_k4(b + 4, 2 * c, &sc0, &mn0);
+        kq_scale_min_k4(b + 4, 2 * c + 1, &sc1, &mn1);
+        float d0 = d * (float)sc0, m0 = dmin * (float)mn0;
+        float d1 = d * (float)sc1, m1 = dmin * (float)mn1;
+        for (int l = 0; l < 32; l++) {
+            int q0 = (qs[32 * c + l] & 15) | ((qh[l] >> (2 * c)) & 1) << 4;
+            int q1 = (qs[32 * c + l] >> 4) | ((qh[l] >> (2 * c + 1)) & 1) << 4;
+            float v0 = d0 * (float)q0, v1 = d1 * (float)q1;
+            y[64 * c + l] = v0 - m0;
+            y[64 * c + 32 + l] = v1 - m1;
+        }
+    }
+}
+
+/* the four 6-bit numbers of q6_K at positions 128h + 32k + l, minus 32 */
+static inline int kq_q6k_q(const uint8_t *b, int h, int k, int l) {
+    const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+    int lo = k & 1 ? ql[32 + l] : ql[l];
+    lo = k & 2 ? lo >> 4 : lo & 15;
+    return (lo | ((qh[l] >> (2 * k)) & 3) << 4) - 32;
+}
+
+static void kq_deq_q6_k(const uint8_t *b, float *y) {
+    float d = kq_rdh(b + 208);
+    const int8_t *sc = (const int8_t *)(b + 192);
+    for (int h = 0; h < 2; h++)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l++) {
+                float dl = d * (float)sc[8 * h + 2 * k + l / 16];
+                y[128 * h + 32 * k + l] = dl * (float)kq_q6k_q(b, h, k, l);
+            }
+}
+
+static int kq_dequantize_row(int type, const uint8_t *src, int64_t n, float *out) {
+    size_t rb;
+    if (!src || !out || kq_row_bytes(type, n, &rb)) return -1;
+    void (*blk)(const uint8_t *, float *) = NULL;
+    switch (type) {
+    case GPT2_TYPE_F32: memcpy(out, src, (size_t)n * 4); return 0;
+    case GPT2_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) out[i] = kq_rdh(src + 2 * i);
+        return 0;
+    case GPT2_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) out[i] = kq_bits_f32((uint32_t)rd16(src + 2 * i) << 16);
+        return 0;
+    case GPT2_TYPE_Q4_0: blk = kq_deq_q4_0; break;
+    case GPT2_TYPE_Q4_1: blk = kq_deq_q4_1; break;
+    case GPT2_TYPE_Q5_0: blk = kq_deq_q5_0; break;
+    case GPT2_TYPE_Q5_1: blk = kq_deq_q5_1; break;
+    case GPT2_TYPE_Q8_0: blk = kq_deq_q8_0; break;
+    case GPT2_TYPE_Q2_K: blk = kq_deq_q2_k; break;
+    case GPT2_TYPE_Q3_K: blk = kq_deq_q3_k; break;
+    case GPT2_TYPE_Q4_K: blk = kq_deq_q4_k; break;
+    case GPT2_TYPE_Q5_K: blk = kq_deq_q5_k; break;
+    case GPT2_TYPE_Q6_K: blk = kq_deq_q6_k; break;
+    default: return -1;
+    }
+    int bs = kq_block_size(type), bb = kq_block_bytes(type);
+    for (int64_t i = 0; i < n / bs; i++) blk(src + (size_t)i * (size_t)bb, out + i * bs);
+    return 0;
+}
+
+/* ==========================================================================================
+ * Activations (see kq.h for the two layouts)
+ * ==========================================================================================
+ * B8 follows the engine's q8_group rule (d = max|x| / 127 kept as a float, round half to
+ * even), so one quantized row serves q8_0 and every 32-block type. K8 follows ggml's Q8_K:
+ * the element of largest magnitude m maps to -127 exactly. In both, NaN goes to 127 (the
+ * clamps compare before rounding) and infinities saturate, so no input is undefined.
+ * ---------------------------------------------------------------------------------------- */
+
+static inline int8_t kq_round127(float r) {
+    r = r < 127.0f ? r : 127.0f;
+    r = r > -127.0f ? r : -127.0f;
+    return (int8_t)kq_nearest(r);
+}
+
+_Static_assert(sizeof(q8_group) == 192 && sizeof(q8k_record) == 320, "activation layouts");
+
+static bool kq_is_b8(int type) {
+    return type == GPT2_TYPE_Q4_0 || type == GPT2_TYPE_Q4_1 || type == GPT2_TYPE_Q5_0 || type == GPT2_TYPE_Q5_1 ||
+           type == GPT2_TYPE_Q8_0;
+}
+static bool kq_is_k(int type) {
+    return type == GPT2_TYPE_Q2_K || type == GPT2_TYPE_Q3_K || type == GPT2_TYPE_Q4_K || type == GPT2_TYPE_Q5_K ||
+           type == GPT2_TYPE_Q6_K;
+}
+
+static size_t kq_act_bytes(int type, int64_t n) {
+    if (kq_row_bytes(type, n, NULL)) return 0;
+    if (kq_is_b8(type)) return (size_t)((n + 63) / 64) * sizeof(q8_group);
+    if (kq_is_k(type)) return (size_t)(n / KQ_QKK) * sizeof(q8k_record);
+    return 0;
+}
+
+static void kq_quantize_b8(const float *x, int64_t n, q8_group *g) {
+    for (int64_t b = 0; b < (n + 63) / 64 * 2; b++) {
+        q8_group *gr = g + b / 2;
+        int half = (int)(b % 2);
+        int8_t *q = gr->q + 32 * half;
+        float d = 0.0f;
+        if (b * KQ_QK < n) {
+            const float *v = x + b * KQ_QK;
+            float amax = 0.0f;
+            for (int i = 0; i < KQ_QK; i++) amax = fabsf(v[i]) > amax ? fabsf(v[i]) : amax;
+            d = amax / 127.0f;
+            float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            for (int i = 0; i < KQ_QK; i++) q[i] = kq_round127(v[i] * id);
+        } else {
+            memset(q, 0, KQ_QK);
+        }
+        for (int j = 0; j < 8; j++) {
+            gr->d[8 * half + j] = d;
+            gr->corr[8 * half + j] = -128 * (q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
+        }
+    }
+}
+
+static void kq_quantize_k8(const float *x, int64_t n, q8k_record *y) {
+    for (int64_t b = 0; b < n / KQ_QKK; b++, x += KQ_QKK, y++) {
+        memset(y, 0, sizeof *y);
+        float amax = 0.0f, m = 0.0f;
+        for (int i = 0; i < KQ_QKK; i++)
+            if (fabsf(x[i]) > amax) {
+                amax = fabsf(x[i]);
+                m = x[i];
+            }
+        if (amax > 0.0f && amax <= FLT_MAX) {
+            float iscale = -127.0f / m;
+            for (int i = 0; i < KQ_QKK; i++) y->q[i] = kq_round127(iscale * x[i]);
+            y->d = 1.0f / iscale;
+        }
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) s += y->q[16 * j + i];
+            y->bsum[j] = (int16_t)s;
+        }
+    }
+}
+
+static int kq_quantize_act(int type, const float *x, int64_t n, void *out) {
+    if (!x || !out || !kq_act_bytes(type, n)) return -1;
+    if (kq_is_b8(type)) kq_quantize_b8(x, n, (q8_group *)out);
+    else kq_quantize_k8(x, n, (q8k_record *)out);
+    return 0;
+}
+
+/* ==========================================================================================
+ * Scalar reference dot products
+ * ==========================================================================================
+ * One (row, token) pair at a time, blocks in order, one float accumulator:
+ *   q4_0 q5_0 q8_0   acc += (d_w * d_x) * isum              isum = sum of w_int * q_x
+ *   q4_1 q5_1        acc += (d_w * d_x) * isum; acc += (m_w * d_x) * xsum     (w_int >= 0)
+ *   q2_K q4_K q5_K   per 256: S = sum_j sc_j * isum_j, M = sum_j mn_j * xsum_j (int32, exact);
+ *                    acc += (d_x * d_w) * S; acc -= (d_x * dmin_w) * M
+ *   q3_K q6_K        per 256: S = sum_j sc_j * isum_j (signed scales and numbers);
+ *                    acc += (d_x * d_w) * S
+ * where w_int is the block's integer (offset included) and xsum the sum of the activation
+ * integers it meets. Every integer sum is exact (|S| < 2^31 for any input).
+ * ---------------------------------------------------------------------------------------- */
+
+/* the integer weights of one block, offset included, in element order */
+static void kq_ints_q4_0(const uint8_t *b, int *q) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = (b[2 + j] & 15) - 8;
+        q[j + 16] = (b[2 + j] >> 4) - 8;
+    }
+}
+static void kq_ints_q4_1(const uint8_t *b, int *q) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = b[4 + j] & 15;
+        q[j + 16] = b[4 + j] >> 4;
+    }
+}
+static void kq_ints_q5(const uint8_t *qs, uint32_t qh, int off, int *q) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = ((qs[j] & 15) | (int)((qh >> j) & 1) << 4) - off;
+        q[j + 16] = ((qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - off;
+    }
+}
+static void kq_ints_q5_0(const uint8_t *b, int *q) { kq_ints_q5(b + 6, kq_rd32(b + 2), 16, q); }
+static void kq_ints_q5_1(const uint8_t *b, int *q) { kq_ints_q5(b + 8, kq_rd32(b + 4), 0, q); }
+static void kq_ints_q8_0(const uint8_t *b, int *q) {
+    for (int j = 0; j < 32; j++) q[j] = (int8_t)b[2 + j];
+}
+
+static float kq_dot1_b8(int type, const uint8_t *w, const q8_group *x, int64_t n) {
+    float acc = 0.0f;
+    int q[32];
+    const int bb = kq_block_bytes(type);
+    const bool has_min = type == GPT2_TYPE_Q4_1 || type == GPT2_TYPE_Q5_1;
+    for (int64_t b = 0; b < n / KQ_QK; b++, w += bb) {
+        const q8_group *g = x + b / 2;
+        const int8_t *qx = g->q + 32 * (b % 2);
+        const float dx = g->d[8 * (b % 2)];
+        switch (type) {
+        case GPT2_TYPE_Q4_0: kq_ints_q4_0(w, q); break;
+        case GPT2_TYPE_Q4_1: kq_ints_q4_1(w, q); break;
+        case GPT2_TYPE_Q5_0: kq_ints_q5_0(w, q); break;
+        case GPT2_TYPE_Q5_1: kq_ints_q5_1(w, q); break;
+        default: kq_ints_q8_0(w, q); break;
+        }
+        int32_t isum = 0, xsum = 0;
+        for (int i = 0; i < 32; i++) {
+            isum += q[i] * qx[i];
+            xsum += qx[i];
+        }
+        acc += (kq_rdh(w) * dx) * (float)isum;
+        if (has_min) acc += (kq_rdh(w + 2) * dx) * (float)xsum;
+    }
+    return acc;
+}
+
+/* the integers of a super-block in element order, with their scales per 16 numbers and
+   (for the types with mins) mins per 16; returns whether the type has mins */
+static bool kq_ints_k(int type, const uint8_t *b, int *q, int *sc16, int *mn16, float *d, float *dmin) {
+    switch (type) {
+    case GPT2_TYPE_Q2_K:
+        for (int h = 0; h < 2; h++)
+            for (int p = 0; p < 4; p++)
+                for (int l = 0; l < 32; l++) q[128 * h + 32 * p + l] = (b[16 + 32 * h + l] >> (2 * p)) & 3;
+        for (int j = 0; j < 16; j++) {
+            sc16[j] = b[j] & 15;
+            mn16[j] = b[j] >> 4;
+        }
+        *d = kq_rdh(b + 80);
+        *dmin = kq_rdh(b + 82);
+        return true;
+    case GPT2_TYPE_Q3_K:
+        for (int h = 0; h < 2; h++)
+            for (int p = 0; p < 4; p++)
+                for (int l = 0; l < 32; l++)
+                    q[128 * h + 32 * p + l] = ((b[32 + 32 * h + l] >> (2 * p)) & 3) - ((b[l] >> (4 * h + p)) & 1 ? 0 : 4);
+        kq_scales_q3k(b + 96, sc16);
+        *d = kq_rdh(b + 108);
+        return false;
+    case GPT2_TYPE_Q4_K:
+    case GPT2_TYPE_Q5_K: {
+        const uint8_t *qs = b + (type == GPT2_TYPE_Q4_K ? 16 : 48), *qh = b + 16;
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                q[64 * c + l] = qs[32 * c + l] & 15;
+                q[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+                if (type == GPT2_TYPE_Q5_K) {
+                    q[64 * c + l] |= ((qh[l] >> (2 * c)) & 1) << 4;
+                    q[64 * c + 32 + l] |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                }
+            }
+        for (int j = 0; j < 8; j++) {
+            int s, m;
+            kq_scale_min_k4(b + 4, j, &s, &m);
+            sc16[2 * j] = sc16[2 * j + 1] = s;
+            mn16[2 * j] = mn16[2 * j + 1] = m;
+        }
+        *d = kq_rdh(b);
+        *dmin = kq_rdh(b + 2);
+        return true;
+    }
+    default: /* GPT2_TYPE_Q6_K */
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++)
+                for (int l = 0; l < 32; l++) q[128 * h + 32 * k + l] = kq_q6k_q(b, h, k, l);
+        for (int j = 0; j < 16; j++) sc16[j] = (int8_t)b[192 + j];
+        *d = kq_rdh(b + 208);
+        return false;
+    }
+}
+
+static float kq_dot1_k(int type, const uint8_t *w, const q8k_record *x, int64_t n) {
+    float acc = 0.0f;
+    int q[256], sc[16], mn[16];
+    const int bb = kq_block_bytes(type);
+    for (int64_t b = 0; b < n / KQ_QKK; b++, w += bb, x++) {
+        float d, dmin = 0.0f;
+        bool has_min = kq_ints_k(type, w, q, sc, mn, &d, &dmin);
+        int32_t S = 0, M = 0;
+        for (int j = 0; j < 16; j++) {
+            int32_t s = 0;
+            for (int i = 0; i < 16; i++) s += q[16 * j + i] * x->q[16 * j + i];
+            S += sc[j] * s;
+            if (has_min) M += mn[j] * x->bsum[j];
+        }
+        acc += (x->d * d) * (float)S;
+        if (has_min) acc -= (x->d * dmin) * (float)M;
+    }
+    return acc;
+}
+
+#define KQ_DEFINE_DOT_SCALAR(NAME, TYPE, ONE, XT)                                                 \
+    static void NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, size_t ldx,  \
+                     int nt, int64_t n, float *out, size_t ldo) {                             \
+        for (int t = 0; t < nt; t++)                                                          \
+            for (int r = 0; r < nr; r++)                                                      \
+                out[(size_t)t * ldo + r] = ONE(TYPE, w + (size_t)r * row_bytes,               \
+                                               (const XT *)((const uint8_t *)xq + (size_t)t * ldx), n); \
+    }
+KQ_DEFINE_DOT_SCALAR(kq_dot_q4_0_scalar, GPT2_TYPE_Q4_0, kq_dot1_b8, q8_group)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q4_1_scalar, GPT2_TYPE_Q4_1, kq_dot1_b8, q8_group)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q5_0_scalar, GPT2_TYPE_Q5_0, kq_dot1_b8, q8_group)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q5_1_scalar, GPT2_TYPE_Q5_1, kq_dot1_b8, q8_group)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q8_0_scalar, GPT2_TYPE_Q8_0, kq_dot1_b8, q8_group)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q2_k_scalar, GPT2_TYPE_Q2_K, kq_dot1_k, q8k_record)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q3_k_scalar, GPT2_TYPE_Q3_K, kq_dot1_k, q8k_record)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q4_k_scalar, GPT2_TYPE_Q4_K, kq_dot1_k, q8k_record)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q5_k_scalar, GPT2_TYPE_Q5_K, kq_dot1_k, q8k_record)
+KQ_DEFINE_DOT_SCALAR(kq_dot_q6_k_scalar, GPT2_TYPE_Q6_K, kq_dot1_k, q8k_record)
+
+/* ==========================================================================================
+ * Quantization: float rows -> blocks
+ * ==========================================================================================
+ * Every type minimises the plain squared error of its block (the measure the RMSE is taken
+ * in). Per group of numbers that share a scale:
+ *   - a grid of candidate scales (the largest number mapped near each end of the integer
+ *     range), each rounded to integers and refitted by least squares, the best kept, then a
+ *     few rounds of re-rounding and refitting (Lloyd iterations);
+ * then, for the K-quants, the per-group scales are quantized against a super-block scale,
+ * and each group tries its neighbouring integer scales (and mins) with its numbers
+ * re-rounded, keeping the pair whose dequantized values (computed as dequantization
+ * computes them) are kq_nearest. Stored f16 scales are rounded first and the integers chosen
+ * against the rounded value.
+ * ---------------------------------------------------------------------------------------- */
+
+static inline int kq_clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* x ~ s * L, L in [lo, hi]: returns s, fills L. lo < 0 < hi. */
+static float kq_fit_sym(const float *x, int n, int lo, int hi, int *L) {
+    float amax = 0.0f, mx = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            mx = x[i];
+        }
+    if (!(amax > 1e-30f) || amax > FLT_MAX) { /* zero (or not finite): nothing to fit */
+        for (int i = 0; i < n; i++) L[i] = 0;
+        return 0.0f;
+    }
+    float best = -1.0f, best_s = 0.0f;
+    int tmp[256];
+    for (int side = 0; side < 2; side++)
+        for (int k = -6; k <= 9; k++) {
+            float target = (side ? (float)hi : (float)lo) + 0.1f * (float)k;
+            float is = target / mx;
+            double sxl = 0, sll = 0;
+            for (int i = 0; i < n; i++) {
+                int l = kq_clampi(kq_nearest(x[i] * is), lo, hi);
+                sxl += (double)x[i] * l;
+                sll += (double)l * l;
+            }
+            if (sll > 0 && sxl * sxl / sll > best) {
+                best = (float)(sxl * sxl / sll);
+                best_s = (float)(sxl / sll);
+            }
+        }
+    /* Lloyd: re-round against the fitted scale, refit, while the error falls */
+    float s = best_s;
+    double err_best = INFINITY;
+    for (int it = 0; it < 4 && s != 0.0f; it++) {
+        double sxl = 0, sll = 0, err = 0;
+        for (int i = 0; i < n; i++) {
+            tmp[i] = kq_clampi(kq_nearest(x[i] / s), lo, hi);
+            double e = x[i] - (double)s * tmp[i];
+            err += e * e;
+        }
+        if (err >= err_best) break;
+        err_best = err;
+        memcpy(L, tmp, (size_t)n * sizeof *L);
+        best_s = s;
+        for (int i = 0; i < n; i++) {
+            sxl += (double)x[i] * tmp[i];
+            sll += (double)tmp[i] * tmp[i];
+        }
+        if (sll <= 0) break;
+        s = (float)(sxl / sll);
+    }
+    if (err_best == INFINITY)
+        for (int i = 0; i < n; i++) L[i] = 0;
+    return best_s;
+}
+
+/* x ~ s * L + m, L in [0, nmax], s >= 0; with min_le0, m <= 0. Returns s, fills *m and L. */
+static float kq_fit_asym(const float *x, int n, int nmax, bool min_le0, float *m, int *L) {
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    if (min_le0 && lo > 0.0f) lo = 0.0f;
+    if (!(hi - lo > 1e-30f) || !(hi - lo <= FLT_MAX)) { /* flat (or not finite) */
+        for (int i = 0; i < n; i++) L[i] = 0;
+        *m = isfinite(lo) ? lo : 0.0f;
+        return 0.0f;
+    }
+    double sx = 0;
+    for (int i = 0; i < n; i++) sx += x[i];
+    float best_s = 0.0f, best_m = lo;
+    double best_err = INFINITY;
+    int tmp[256];
+    /* candidates from the range, then Lloyd rounds from the best one */
+    for (int k = -10; k <= 10 + 4; k++) {
+        float s, mm;
+        if (k <= 10) {
+            float is = ((float)nmax + 0.1f * (float)k) / (hi - lo);
+            for (int i = 0; i < n; i++) tmp[i] = kq_clampi(kq_nearest((x[i] - lo) * is), 0, nmax);
+        } else {
+            if (best_s <= 0.0f) break;
+            for (int i = 0; i < n; i++) tmp[i] = kq_clampi(kq_nearest((x[i] - best_m) / best_s), 0, nmax);
+        }
+        double sl = 0, sll = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            sl += tmp[i];
+            sll += (double)tmp[i] * tmp[i];
+            sxl += (double)x[i] * tmp[i];
+        }
+        double D = n * sll - sl * sl;
+        if (D > 0) {
+            s = (float)((n * sxl - sl * sx) / D);
+            mm = (float)((sll * sx - sl * sxl) / D);
+        } else if (sl > 0) { /* all the integers equal, not 0: the scale alone */
+            s = (float)(sxl / sll);
+            mm = 0.0f;
+        } else { /* all 0: the offset alone */
+            s = 0.0f;
+            mm = (float)(sx / n);
+        }
+        if (min_le0 && mm > 0.0f) {
+            mm = 0.0f;
+            s = sll > 0 ? (float)(sxl / sll) : 0.0f;
+        }
+        if (s < 0.0f) continue;
+        double err = 0;
+        for (int i = 0; i < n; i++) {
+            double e = x[i] - ((double)s * tmp[i] + mm);
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best_s = s;
+            best_m = mm;
+            memcpy(L, tmp, (size_t)n * sizeof *L);
+        } else if (k > 10) {
+            break;
+        }
+    }
+    if (best_err == INFINITY) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        *m = lo;
+        return 0.0f;
+    }
+    *m = best_m;
+    return best_s;
+}
+
+/* ---- 32-number blocks ---- */
+
+static void kq_quant_q4_0(const float *x, uint8_t *b) {
+    int L[32];
+    float d = kq_via_f16(kq_fit_sym(x, 32, -8, 7, L));
+    kq_wr16(b, f32_to_f16(d));
+    for (int i = 0; i < 32; i++) L[i] = d != 0.0f ? kq_clampi(kq_nearest(x[i] / d), -8, 7) + 8 : 8;
+    for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)(L[j] | L[j + 16] << 4);
+}
+
+static void kq_quant_q5_0(const float *x, uint8_t *b) {
+    int L[32];
+    float d = kq_via_f16(kq_fit_sym(x, 32, -16, 15, L));
+    kq_wr16(b, f32_to_f16(d));
+    uint32_t qh = 0;
+    for (int i = 0; i < 32; i++) {
+        L[i] = d != 0.0f ? kq_clampi(kq_nearest(x[i] / d), -16, 15) + 16 : 16;
+        qh |= (uint32_t)(L[i] >> 4) << i;
+    }
+    for (int j = 0; j < 4; j++) b[2 + j] = (uint8_t)(qh >> (8 * j));
+    for (int j = 0; j < 16; j++) b[6 + j] = (uint8_t)((L[j] & 15) | (L[j + 16] & 15) << 4);
+}
+
+/* q4_1 (nmax 15) and q5_1 (nmax 31): d, m as halves, then the integers against them */
+static void kq_quant_q_1(const float *x, uint8_t *b, int nmax) {
+    int L[32];
+    float m, s = kq_fit_asym(x, 32, nmax, false, &m, L);
+    float d = kq_via_f16(s), mh = kq_via_f16(m);
+    kq_wr16(b, f32_to_f16(d));
+    kq_wr16(b + 2, f32_to_f16(mh));
+    for (int i = 0; i < 32; i++) L[i] = d != 0.0f ? kq_clampi(kq_nearest((x[i] - mh) / d), 0, nmax) : 0;
+    if (nmax == 15) {
+        for (int j = 0; j < 16; j++) b[4 + j] = (uint8_t)(L[j] | L[j + 16] << 4);
+        return;
+    }
+    uint32_t qh = 0;
+    for (int i = 0; i < 32; i++) qh |= (uint32_t)(L[i] >> 4) << i;
+    for (int j = 0; j < 4; j++) b[4 + j] = (uint8_t)(qh >> (8 * j));
+    for (int j = 0; j < 16; j++) b[8 + j] = (uint8_t)((L[j] & 15) | (L[j + 16] & 15) << 4);
+}
+
+static void kq_quant_q8_0(const float *x, uint8_t *b) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    float d = amax <= FLT_MAX ? kq_via_f16(amax / 127.0f) : 0.0f;
+    kq_wr16(b, f32_to_f16(d));
+    for (int i = 0; i < 32; i++) b[2 + i] = (uint8_t)(int8_t)(d != 0.0f ? kq_clampi(kq_nearest(x[i] / d), -128, 127) : 0);
+}
+
+/* ---- super-blocks with scales and mins: q2_K (16 x 16, 4-bit), q4_K / q5_K (8 x 32, 6-bit) ----
+ * value = (d * sc) * L - (dmin * mn). Fills sc[], mn[], L[256]; returns d and *dmin (halves). */
+
+/* the integers of a group against fixed scales, and their squared error */
+static double kq_group_err_min(const float *x, int n, int nmax, float ds, float dm, int *L) {
+    double err = 0;
+    for (int i = 0; i < n; i++) {
+        int l = ds != 0.0f ? kq_clampi(kq_nearest((x[i] + dm) / ds), 0, nmax) : 0;
+        float v = ds * (float)l;
+        v = v - dm;
+        double e = (double)x[i] - v;
+        err += e * e;
+        L[i] = l;
+    }
+    return err;
+}
+
+static float kq_encode_kmin(const float *x, int ngroup, int glen, int nmax, int smax, int *sc,
+                         int *mn, int *L, float *dmin_out) {
+    float s[16], off[16], max_s = 0.0f, max_o = 0.0f;
+    for (int j = 0; j < ngroup; j++) {
+        float m;
+        s[j] = kq_fit_asym(x + glen * j, glen, nmax, true, &m, L + glen * j);
+        off[j] = -m;
+        max_s = s[j] > max_s ? s[j] : max_s;
+        max_o = off[j] > max_o ? off[j] : max_o;
+    }
+    double best_total = INFINITY;
+    float best_d = 0.0f, best_dmin = 0.0f;
+    int tl[256], bsc[16], bmn[16], bl[256];
+    static const float tries[3] = {1.0f, 0.985f, 1.015f};
+    for (int c = 0; c < 3; c++) {
+        float d = kq_via_f16(max_s / (float)smax * tries[c]);
+        float dmin = kq_via_f16(max_o / (float)smax);
+        if (!isfinite(d) || !isfinite(dmin)) continue;
+        double total = 0;
+        for (int j = 0; j < ngroup; j++) {
+            const float *xg = x + glen * j;
+            int s0 = d > 0.0f ? kq_clampi(kq_nearest(s[j] / d), 0, smax) : 0;
+            int m0 = dmin > 0.0f ? kq_clampi(kq_nearest(off[j] / dmin), 0, smax) : 0;
+            double gbest = INFINITY;
+            for (int a = s0 - 1; a <= s0 + 1; a++) {
+                if (a < 0 || a > smax || (a != s0 && d == 0.0f)) continue;
+                for (int m = m0 - 1; m <= m0 + 1; m++) {
+                    if (m < 0 || m > smax || (m != m0 && dmin == 0.0f)) continue;
+                    double e = kq_group_err_min(xg, glen, nmax, d * (float)a, dmin * (float)m, tl);
+                    if (e < gbest) {
+                        gbest = e;
+                        bsc[j] = a;
+                        bmn[j] = m;
+                        memcpy(bl + glen * j, tl, (size_t)glen * sizeof *tl);
+                    }
+                }
+            }
+            total += gbest;
+        }
+        if (total < best_total) {
+            best_total = total;
+            best_d = d;
+            best_dmin = dmin;
+            memcpy(sc, bsc, (size_t)ngroup * sizeof *sc);
+            memcpy(mn, bmn, (size_t)ngroup * sizeof *mn);
+            memcpy(L, bl, 256 * sizeof *L);
+        }
+        if (max_s == 0.0f) break; /* the tries differ only in d */
+    }
+    if (best_total == INFINITY) { /* not finite input: an all-zero block */
+        memset(sc, 0, (size_t)ngroup * sizeof *sc);
+        memset(mn, 0, (size_t)ngroup * sizeof *mn);
+        memset(L, 0, 256 * sizeof *L);
+    }
+    *dmin_out = best_dmin;
+    return best_d;
+}
+
+static void kq_quant_q2_k(const float *x, uint8_t *b) {
+    int sc[16], mn[16], L[256];
+    float dmin, d = kq_encode_kmin(x, 16, 16, 3, 15, sc, mn, L, &dmin);
+    for (int j = 0; j < 16; j++) b[j] = (uint8_t)(sc[j] | mn[j] << 4);
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            int v = 0;
+            for (int p = 0; p < 4; p++) v |= L[128 * h + 32 * p + l] << (2 * p);
+            b[16 + 32 * h + l] = (uint8_t)v;
+        }
+    kq_wr16(b + 80, f32_to_f16(d));
+    kq_wr16(b + 82, f32_to_f16(dmin));
+}
+
+/* the 12 scale bytes of q4_K / q5_K from 8 six-bit scales and mins */
+static void kq_pack_scales_k4(uint8_t *s, const int *sc, const int *mn) {
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        s[j + 4] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
+        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
+    }
+}
+
+static void kq_quant_q4_k(const float *x, uint8_t *b) {
+    int sc[8], mn[8], L[256];
+    float dmin, d = kq_encode_kmin(x, 8, 32, 15, 63, sc, mn, L, &dmin);
+    kq_wr16(b, f32_to_f16(d));
+    kq_wr16(b + 2, f32_to_f16(dmin));
+    kq_pack_scales_k4(b + 4, sc, mn);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) b[16 + 32 * c + l] = (uint8_t)(L[64 * c + l] | L[64 * c + 32 + l] << 4);
+}
+
+static void kq_quant_q5_k(const float *x, uint8_t *b) {
+    int sc[8], mn[8], L[256];
+    float dmin, d = kq_encode_kmin(x, 8, 32, 31, 63, sc, mn, L, &dmin);
+    kq_wr16(b, f32_to_f16(d));
+    kq_wr16(b + 2, f32_to_f16(dmin));
+    kq_pack_scales_k4(b + 4, sc, mn);
+    memset(b + 16, 0, 32);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int a = L[64 * c + l], z = L[64 * c + 32 + l];
+            b[48 + 32 * c + l] = (uint8_t)((a & 15) | (z & 15) << 4);
+            b[16 + l] |= (uint8_t)((a >> 4) << (2 * c) | (z >> 4) << (2 * c + 1));
+        }
+}
+
+/* ---- super-blocks with signed scales: q3_K (6-bit, -32..31; numbers -4..3) and q6_K
+ * (8-bit, -128..127; numbers -32..31), 16 groups of 16: value = (d * sc) * L ---- */
+static float kq_encode_ksym(const float *x, int lo, int hi, int slo, int shi, int *sc, int *L) {
+    float s[16], big = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        s[j] = kq_fit_sym(x + 16 * j, 16, lo, hi, L + 16 * j);
+        if (fabsf(s[j]) > fabsf(big)) big = s[j];
+    }
+    double best_total = INFINITY;
+    float best_d = 0.0f;
+    int tl[16], bsc[16], bl[256];
+    static const float tries[3] = {1.0f, 0.99f, 1.01f};
+    for (int c = 0; c < 3 && big != 0.0f; c++) {
+        float d = kq_via_f16(big / (float)slo * tries[c]);
+        if (!isfinite(d) || d == 0.0f) continue;
+        double total = 0;
+        for (int j = 0; j < 16; j++) {
+            const float *xg = x + 16 * j;
+            int s0 = kq_clampi(kq_nearest(s[j] / d), slo, shi);
+            double gbest = INFINITY;
+            for (int a = s0 - 1; a <= s0 + 1; a++) {
+                if (a < slo || a > shi) continue;
+                float ds = d * (float)a;
+                double e = 0;
+                for (int i = 0; i < 16; i++) {
+                    tl[i] = ds != 0.0f ? kq_clampi(kq_nearest(xg[i] / ds), lo, hi) : 0;
+                    double r = (double)xg[i] - ds * (float)tl[i];
+                    e += r * r;
+                }
+                if (e < gbest) {
+                    gbest = e;
+                    bsc[j] = a;
+                    memcpy(bl + 16 * j, tl, sizeof tl);
+                }
+            }
+            total += gbest;
+        }
+        if (total < best_total) {
+            best_total = total;
+            best_d = d;
+            memcpy(sc, bsc, sizeof bsc);
+            memcpy(L, bl, sizeof bl);
+        }
+    }
+    if (best_total == INFINITY) {
+        memset(sc, 0, 16 * sizeof *sc);
+        memset(L, 0, 256 * sizeof *L);
+        return 0.0f;
+    }
+    return best_d;
+}
+
+static void kq_quant_q3_k(const float *x, uint8_t *b) {
+    int sc[16], L[256];
+    float d = kq_encode_ksym(x, -4, 3, -32, 31, sc, L);
+    memset(b, 0, KQ_Q3_K_BYTES);
+    for (int h = 0; h < 2; h++)
+        for (int p = 0; p < 4; p++)
+            for (int l = 0; l < 32; l++) {
+                int u = L[128 * h + 32 * p + l] + 4;
+                b[32 + 32 * h + l] |= (uint8_t)((u & 3) << (2 * p));
+                b[l] |= (uint8_t)((u >> 2) << (4 * h + p));
+            }
+    for (int j = 0; j < 16; j++) {
+        int u = sc[j] + 32;
+        b[96 + (j % 8)] |= (uint8_t)((u & 15) << (j < 8 ? 0 : 4));
+        b[96 + 8 + j % 4] |= (uint8_t)((u >> 4) << (2 * (j / 4)));
+    }
+    kq_wr16(b + 108, f32_to_f16(d));
+}
+
+static void kq_quant_q6_k(const float *x, uint8_t *b) {
+    int sc[16], L[256];
+    float d = kq_encode_ksym(x, -32, 31, -128, 127, sc, L);
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const int *u = L + 128 * h;
+            int u0 = u[l] + 32, u1 = u[32 + l] + 32, u2 = u[64 + l] + 32, u3 = u[96 + l] + 32;
+            b[64 * h + l] = (uint8_t)((u0 & 15) | (u2 & 15) << 4);
+            b[64 * h + 32 + l] = (uint8_t)((u1 & 15) | (u3 & 15) << 4);
+            b[128 + 32 * h + l] = (uint8_t)(u0 >> 4 | (u1 >> 4) << 2 | (u2 >> 4) << 4 | (u3 >> 4) << 6);
+        }
+    for (int j = 0; j < 16; j++) b[192 + j] = (uint8_t)(int8_t)sc[j];
+    kq_wr16(b + 208, f32_to_f16(d));
+}
+
+static int kq_quantize_row(int type, const float *x, int64_t n, uint8_t *out) {
+    size_t rb;
+    if (!x || !out || kq_row_bytes(type, n, &rb)) return -1;
+    switch (type) {
+    case GPT2_TYPE_F32: memcpy(out, x, (size_t)n * 4); return 0;
+    case GPT2_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) kq_wr16(out + 2 * i, f32_to_f16(x[i]));
+        return 0;
+    case GPT2_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t v = kq_f32_bits(x[i]);
+            uint16_t h = (v & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((v >> 16) | 0x40)
+                                                         : (uint16_t)((v + 0x7fff + ((v >> 16) & 1)) >> 16);
+            kq_wr16(out + 2 * i, h);
+        }
+        return 0;
+    default: break;
+    }
+    int bs = kq_block_size(type), bb = kq_block_bytes(type);
+    for (int64_t i = 0; i < n / bs; i++) {
+        const float *xb = x + i * bs;
+        uint8_t *o = out + (size_t)i * (size_t)bb;
+        switch (type) {
+        case GPT2_TYPE_Q4_0: kq_quant_q4_0(xb, o); break;
+        case GPT2_TYPE_Q4_1: kq_quant_q_1(xb, o, 15); break;
+        case GPT2_TYPE_Q5_0: kq_quant_q5_0(xb, o); break;
+        case GPT2_TYPE_Q5_1: kq_quant_q_1(xb, o, 31); break;
+        case GPT2_TYPE_Q8_0: kq_quant_q8_0(xb, o); break;
+        case GPT2_TYPE_Q2_K: kq_quant_q2_k(xb, o); break;
+        case GPT2_TYPE_Q3_K: kq_quant_q3_k(xb, o); break;
+        case GPT2_TYPE_Q4_K: kq_quant_q4_k(xb, o); break;
+        case GPT2_TYPE_Q5_K: kq_quant_q5_k(xb, o); break;
+        default: kq_quant_q6_k(xb, o); break;
+        }
+    }
+    return 0;
+}
+
+/* ==========================================================================================
+ * llama.cpp's recipe: the type of each GPT-2 tensor per file type
+ * ==========================================================================================
+ * From llama.cpp's src/llama-quant.cpp (checked at de3ff81, 2026; the rules for these file
+ * types have been stable for a long time, except where noted):
+ *  [Q]  tensor_allows_quantization: only 2-D tensors whose name ends in "weight", not
+ *       "*_norm.weight", not position_embd.weight -> everything else is kept as it is.
+ *  [T]  GPT-2 has no output.weight (tied), so token_embd.weight takes the output tensor's
+ *       rule: Q8_0 if its row length is not a multiple of the file's default block, else Q6_K
+ *       unless the default type is Q8_0 (then Q8_0).
+ *  [V]  attn_qkv counts as attn_v (category_is_attn_v includes ATTENTION_QKV, and that branch
+ *       comes first, so the separate attn_qkv branch is never reached); i_attention_wv counts
+ *       the qkv tensors seen, i.e. the layer:
+ *         Q2_K: Q3_K (n_gqa 1 < 4)      Q3_K_M: Q5_K for the first 2, else Q4_K
+ *         Q4_K_M / Q5_K_M: Q6_K where kq_use_more_bits(layer, n_layer), else the default
+ *       (older llama.cpp, before the tensor categories, gave attn_qkv its own rule: Q4_K for
+ *       Q3_K_M, Q5_K for Q4_K_M, Q6_K for Q5_K_M — what many files on the Hub carry.)
+ *  [D]  ffn_down: Q2_K: Q3_K; Q3_K_M: Q5_K if layer < n_layer/16, else Q4_K (not Falcon);
+ *       Q4_K_M / Q5_K_M: Q6_K where kq_use_more_bits, else the default.
+ *  [O]  attn_output: Q2_K: Q3_K; Q3_K_M: Q4_K.
+ *  [U]  ffn_up: the default.
+ *  [F]  tensor_type_fallback, last: a row length not a multiple of the type's block demotes
+ *       Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0 (then F16 if even that
+ *       does not fit). GPT-2's widths: 768, 1024, 1280 are multiples of 256, 1600 (XL) is
+ *       not; the 4C rows of ffn_down (3072, 4096, 5120, 6400) all are.
+ *  kq_use_more_bits(i, n) = i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2.
+ * ---------------------------------------------------------------------------------------- */
+
+static bool kq_ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static bool kq_use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+static int kq_recipe(int ftype, const char *name, int layer, int n_layer, int64_t rows, int64_t cols) {
+    int def;
+    switch (ftype) {
+    case KQ_FT_F32: def = GPT2_TYPE_F32; break;
+    case KQ_FT_F16: def = GPT2_TYPE_F16; break;
+    case KQ_FT_BF16: def = GPT2_TYPE_BF16; break;
+    case KQ_FT_Q4_0: def = GPT2_TYPE_Q4_0; break;
+    case KQ_FT_Q4_1: def = GPT2_TYPE_Q4_1; break;
+    case KQ_FT_Q5_0: def = GPT2_TYPE_Q5_0; break;
+    case KQ_FT_Q5_1: def = GPT2_TYPE_Q5_1; break;
+    case KQ_FT_Q8_0: def = GPT2_TYPE_Q8_0; break;
+    case KQ_FT_Q2_K: def = GPT2_TYPE_Q2_K; break;
+    case KQ_FT_Q3_K_M: def = GPT2_TYPE_Q3_K; break;
+    case KQ_FT_Q4_K_M: def = GPT2_TYPE_Q4_K; break;
+    case KQ_FT_Q5_K_M: def = GPT2_TYPE_Q5_K; break;
+    case KQ_FT_Q6_K: def = GPT2_TYPE_Q6_K; break;
+    default: return -1;
+    }
+    if (!name) return -1;
+    /* [Q] */
+    if (rows < 1 || cols < 1 || !kq_ends_with(name, "weight") || kq_ends_with(name, "_norm.weight") ||
+        !strcmp(name, "position_embd.weight"))
+        return KQ_KEEP;
+    if (kq_block_size(def) == 1) return def; /* f32 / f16 / bf16 files: no mix, no fallback */
+    int t = def;
+    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight")) { /* [T] */
+        t = cols % kq_block_size(def) ? GPT2_TYPE_Q8_0 : def != GPT2_TYPE_Q8_0 ? GPT2_TYPE_Q6_K : GPT2_TYPE_Q8_0;
+    } else if (strstr(name, "attn_qkv.weight") || strstr(name, "attn_v.weight")) { /* [V] */
+        if (ftype == KQ_FT_Q2_K) t = GPT2_TYPE_Q3_K;
+        else if (ftype == KQ_FT_Q3_K_M) t = layer < 2 ? GPT2_TYPE_Q5_K : GPT2_TYPE_Q4_K;
+        else if ((ftype == KQ_FT_Q4_K_M || ftype == KQ_FT_Q5_K_M) && kq_use_more_bits(layer, n_layer)) t = GPT2_TYPE_Q6_K;
+    } else if (strstr(name, "ffn_down")) { /* [D] */
+        if (ftype == KQ_FT_Q2_K) t = GPT2_TYPE_Q3_K;
+        else if (ftype == KQ_FT_Q3_K_M) t = layer < n_layer / 16 ? GPT2_TYPE_Q5_K : GPT2_TYPE_Q4_K;
+        else if ((ftype == KQ_FT_Q4_K_M || ftype == KQ_FT_Q5_K_M) && kq_use_more_bits(layer, n_layer)) t = GPT2_TYPE_Q6_K;
+    } else if (strstr(name, "attn_output.weight")) { /* [O] */
+        if (ftype == KQ_FT_Q2_K) t = GPT2_TYPE_Q3_K;
+        else if (ftype == KQ_FT_Q3_K_M) t = GPT2_TYPE_Q4_K;
+    } /* [U] and anything else: the default */
+    if (cols % kq_block_size(t)) { /* [F] */
+        switch (t) {
+        case GPT2_TYPE_Q2_K: case GPT2_TYPE_Q3_K: t = GPT2_TYPE_Q4_0; break;
+        case GPT2_TYPE_Q4_K: t = GPT2_TYPE_Q5_0; break;
+        case GPT2_TYPE_Q5_K: t = GPT2_TYPE_Q5_1; break;
+        case GPT2_TYPE_Q6_K: t = GPT2_TYPE_Q8_0; break;
+        default: break;
+        }
+        if (cols % kq_block_size(t)) t = GPT2_TYPE_F16;
+    }
+    return t;
+}
+
+/* ==========================================================================================
+ * Kernel tables and CPU features
+ * ========================================================================================== */
+
+static kq_dot_fn kq_dot_scalar_of(int type) {
+    switch (type) {
+    case GPT2_TYPE_Q4_0: return kq_dot_q4_0_scalar;
+    case GPT2_TYPE_Q4_1: return kq_dot_q4_1_scalar;
+    case GPT2_TYPE_Q5_0: return kq_dot_q5_0_scalar;
+    case GPT2_TYPE_Q5_1: return kq_dot_q5_1_scalar;
+    case GPT2_TYPE_Q8_0: return kq_dot_q8_0_scalar;
+    case GPT2_TYPE_Q2_K: return kq_dot_q2_k_scalar;
+    case GPT2_TYPE_Q3_K: return kq_dot_q3_k_scalar;
+    case GPT2_TYPE_Q4_K: return kq_dot_q4_k_scalar;
+    case GPT2_TYPE_Q5_K: return kq_dot_q5_k_scalar;
+    case GPT2_TYPE_Q6_K: return kq_dot_q6_k_scalar;
+    default: return NULL;
+    }
+}
+
+static kq_dot_fn kq_dot_simd_of(int type, int isa);
+
+static kq_dot_fn kq_get_dot(int type, int isa) {
+    if (isa == KQ_ISA_SCALAR) return kq_dot_scalar_of(type);
+    if (isa <= KQ_ISA_SCALAR || isa >= KQ_ISA_COUNT) return NULL;
+    return kq_dot_simd_of(type, isa);
+}
+
+/* the tile of a type on a path; where a path has none, the next lesser one's */
+static kq_dot_fn kq_dot_for(int type, int isa) {
+    static const int lesser[KQ_ISA_COUNT] = {KQ_ISA_SCALAR, KQ_ISA_SCALAR, KQ_ISA_AVX2, KQ_ISA_AVX2,
+                                             KQ_ISA_AVX512};
+    for (;;) {
+        kq_dot_fn f = isa >= 0 && isa < KQ_ISA_COUNT ? kq_get_dot(type, isa) : NULL;
+        if (f || isa <= KQ_ISA_SCALAR || isa >= KQ_ISA_COUNT) return f;
+        isa = lesser[isa];
+    }
+}
+
+#ifdef GPT2_X86
+/* ==========================================================================================
+ * x86 SIMD tiles
+ * ==========================================================================================
+ * Two kernel shapes, each written once as a macro over an instruction set variant:
+ *   ymm (AVX2, AVX-VNNI): 8 int32 / float lanes, one 32-number block or run per vector
+ *   zmm (AVX-512, AVX-512 VNNI): 16 lanes, two blocks (one q8_group group) or 64 numbers
+ * The weights are turned into unsigned bytes in element order (offsets such as q4_0's -8
+ * are taken out through the activation sums), multiplied by the signed activation bytes:
+ *   u8 x s8 -> 4 products per int32 lane: vpdpbusd, or vpmaddubsw + vpmaddwd(1) without VNNI
+ *   K-quants: vpmaddubsw (pairs, exact in int16: 2 * 63 * 127 < 2^15), then the per-16 scales
+ *             as int16 words: vpdpwssd, or vpmaddwd + vpaddd without VNNI
+ * so every integer sum is exact and the same on every path. Floats, per output:
+ *   B8:  acc (lanes) = fma(float(lane sum), d_w * d_x, acc) per block [q4_1/q5_1: then
+ *        acc = fma(float(corr), (m_w * -1/128) * d_x, acc)]; the lanes reduced at the end
+ *   K8:  per super-block, the lanes' int32 sums S (and M for the mins): acc = fma(float(S),
+ *        d_x * d, acc) [acc = fnma(float(M), d_x * dmin, acc)]; reduced at the end
+ * The same steps in the same order for every (row, token) whatever the tile shape.
+ * ---------------------------------------------------------------------------------------- */
+#define KQ_INLINE inline __attribute__((always_inline))
+#define KQ_UNROLL _Pragma("GCC unroll 8")
+#define KQ_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define KQ_AVXVNNI_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define KQ_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define KQ_AVX512VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+/* Decode streams every weight byte once; hardware prefetchers stop at 4 KB pages, so the
+   one-token tiles prefetch a page ahead, as the engine's q8_0 tiles do. */
+#ifndef KQ_PREFETCH
+#define KQ_PREFETCH 4096
+#endif
+
+/* ---- instruction variants: u8 x s8 -> int32 lanes, int16 x int16 -> int32 lanes ---- */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_avx2_dpbusd(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_avx2_dpwssd(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+KQ_AVXVNNI_TARGET static KQ_INLINE __m256i kq_avxvnni_dpbusd(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_avx_epi32(acc, u, s);
+}
+KQ_AVXVNNI_TARGET static KQ_INLINE __m256i kq_avxvnni_dpwssd(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_dpwssd_avx_epi32(acc, a, b);
+}
+/* q8_0's signed weights: with VNNI read as unsigned q + 128 (top bit flipped) onto the lane's
+   correction -128 * sum(q_x); without, |q_w| times q_x with q_w's sign (vpmaddubsw pairs stay
+   within int16: 2 * 128 * 127 < 2^15), which needs no correction */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_avx2_q8(__m256i corr, __m256i w, __m256i x) {
+    (void)corr;
+    return kq_avx2_dpbusd(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+}
+KQ_AVXVNNI_TARGET static KQ_INLINE __m256i kq_avxvnni_q8(__m256i corr, __m256i w, __m256i x) {
+    return _mm256_dpbusd_avx_epi32(corr, _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80)), x);
+}
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_avx512_dpbusd(__m512i acc, __m512i u, __m512i s) {
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+}
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_avx512_dpwssd(__m512i acc, __m512i a, __m512i b) {
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+}
+KQ_AVX512VNNI_TARGET static KQ_INLINE __m512i kq_avx512vnni_dpbusd(__m512i acc, __m512i u, __m512i s) {
+    return _mm512_dpbusd_epi32(acc, u, s);
+}
+KQ_AVX512VNNI_TARGET static KQ_INLINE __m512i kq_avx512vnni_dpwssd(__m512i acc, __m512i a, __m512i b) {
+    return _mm512_dpwssd_epi32(acc, a, b);
+}
+
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_avx512_q8(__m512i corr, __m512i w, __m512i x) {
+    (void)corr;
+    __m512i sx = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+    return kq_avx512_dpbusd(_mm512_setzero_si512(), _mm512_abs_epi8(w), sx);
+}
+KQ_AVX512VNNI_TARGET static KQ_INLINE __m512i kq_avx512vnni_q8(__m512i corr, __m512i w, __m512i x) {
+    return _mm512_dpbusd_epi32(corr, _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80)), x);
+}
+
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+KQ_AVX2_TARGET static KQ_INLINE __m128i kq_ld128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+KQ_AVX2_TARGET static KQ_INLINE float kq_hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+KQ_AVX2_TARGET static KQ_INLINE float kq_h2f(const uint8_t *p) { return _cvtsh_ss(rd16(p)); }
+
+/* ---- B8 weights: one block of 32 -> 32 unsigned bytes in element order ---- */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_nibbles32(const uint8_t *qs) {
+    __m128i v = kq_ld128(qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+}
+/* bit i of qh -> 16 in byte i */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_bits32(uint32_t qh) {
+    const __m256i spread = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                             0x0101010101010101LL, 0);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), spread);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(16));
+}
+/* the unsigned weights of a block in element order (q8_0: its signed bytes as they are) */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_b8_weights(int type, const uint8_t *b) {
+    switch (type) {
+    case GPT2_TYPE_Q4_0: return kq_nibbles32(b + 2);
+    case GPT2_TYPE_Q4_1: return kq_nibbles32(b + 4);
+    case GPT2_TYPE_Q5_0: return _mm256_or_si256(kq_nibbles32(b + 6), kq_bits32(kq_rd32(b + 2)));
+    case GPT2_TYPE_Q5_1: return _mm256_or_si256(kq_nibbles32(b + 8), kq_bits32(kq_rd32(b + 4)));
+    default: return kq_ld256(b + 2); /* q8_0: signed, see V##_q8 */
+    }
+}
+/* corr holds -128 * (the lane's 4 activation integers); the offset of each type in
+   multiples of it: q4_0 -8 (>> 4), q5_0 -16 (>> 3), q8_0 -128 (as is) */
+static inline int kq_b8_shift(int type) { return type == GPT2_TYPE_Q4_0 ? 4 : type == GPT2_TYPE_Q5_0 ? 3 : 0; }
+static inline bool kq_b8_min(int type) { return type == GPT2_TYPE_Q4_1 || type == GPT2_TYPE_Q5_1; }
+
+/* ---- K weights: run r (0..7) of 32 numbers -> unsigned bytes in element order, and the
+   per-16 scales (int8) and mins (uint8) of the super-block ---- */
+typedef struct {
+    __m128i sc, mn; /* per 16 numbers */
+    float d, dmin;
+} kq_kscales;
+
+KQ_AVX2_TARGET static KQ_INLINE void kq_k4_scales(const uint8_t *s, __m128i *sc, __m128i *mn) {
+    uint32_t a = kq_rd32(s), b = kq_rd32(s + 4), c = kq_rd32(s + 8);
+    uint32_t sc0 = a & 0x3f3f3f3fu, mn0 = b & 0x3f3f3f3fu;
+    uint32_t sc1 = (c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4;
+    uint32_t mn1 = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4;
+    __m128i vs = _mm_set_epi32(0, 0, (int)sc1, (int)sc0), vm = _mm_set_epi32(0, 0, (int)mn1, (int)mn0);
+    *sc = _mm_unpacklo_epi8(vs, vs); /* each scale covers 32 numbers: two per-16 copies */
+    *mn = _mm_unpacklo_epi8(vm, vm);
+}
+
+KQ_AVX2_TARGET static KQ_INLINE void kq_k_scales(int type, const uint8_t *b, kq_kscales *k) {
+    switch (type) {
+    case GPT2_TYPE_Q2_K: {
+        __m128i v = kq_ld128(b);
+        k->sc = _mm_and_si128(v, _mm_set1_epi8(15));
+        k->mn = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(15));
+        k->d = kq_h2f(b + 80);
+        k->dmin = kq_h2f(b + 82);
+        break;
+    }
+    case GPT2_TYPE_Q3_K: {
+        uint32_t a = kq_rd32(b + 96), c4 = kq_rd32(b + 100), c = kq_rd32(b + 104);
+        const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+        uint32_t s0 = (a & m4) | (c & m2) << 4, s1 = (c4 & m4) | ((c >> 2) & m2) << 4;
+        uint32_t s2 = ((a >> 4) & m4) | ((c >> 4) & m2) << 4, s3 = ((c4 >> 4) & m4) | ((c >> 6) & m2) << 4;
+        k->sc = _mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32));
+        k->mn = _mm_setzero_si128();
+        k->d = kq_h2f(b + 108);
+        k->dmin = 0.0f;
+        break;
+    }
+    case GPT2_TYPE_Q4_K:
+    case GPT2_TYPE_Q5_K:
+        kq_k4_scales(b + 4, &k->sc, &k->mn);
+        k->d = kq_h2f(b);
+        k->dmin = kq_h2f(b + 2);
+        break;
+    default: /* GPT2_TYPE_Q6_K */
+        k->sc = kq_ld128(b + 192);
+        k->mn = _mm_setzero_si128();
+        k->d = kq_h2f(b + 208);
+        k->dmin = 0.0f;
+        break;
+    }
+}
+
+/* bit k of every byte of h -> bit `to` (a 16-bit shift; what crosses bytes is masked off) */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_bit_to(__m256i h, int k, int to) {
+    __m256i v = k < to ? _mm256_slli_epi16(h, to - k) : k > to ? _mm256_srli_epi16(h, k - to) : h;
+    return _mm256_and_si256(v, _mm256_set1_epi8((char)(1 << to)));
+}
+
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_run(int type, const uint8_t *b, int r) {
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    switch (type) {
+    case GPT2_TYPE_Q2_K: { /* run r: half r/4, pass r%4 */
+        __m256i q = kq_ld256(b + 16 + 32 * (r / 4));
+        return _mm256_and_si256(_mm256_srli_epi16(q, 2 * (r % 4)), m2);
+    }
+    case GPT2_TYPE_Q3_K: {
+        __m256i q = kq_ld256(b + 32 + 32 * (r / 4));
+        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * (r % 4)), m2);
+        return _mm256_or_si256(lo, kq_bit_to(kq_ld256(b), r, 2)); /* hmask bit 4h + p = r */
+    }
+    case GPT2_TYPE_Q4_K:
+    case GPT2_TYPE_Q5_K: { /* run r: chunk r/2, low nibbles (even) or high (odd) */
+        __m256i q = kq_ld256(b + (type == GPT2_TYPE_Q4_K ? 16 : 48) + 32 * (r / 2));
+        __m256i v = _mm256_and_si256(r % 2 ? _mm256_srli_epi16(q, 4) : q, m4);
+        if (type == GPT2_TYPE_Q5_K) v = _mm256_or_si256(v, kq_bit_to(kq_ld256(b + 16), r, 4)); /* qh bit r */
+        return v;
+    }
+    default: { /* GPT2_TYPE_Q6_K: half r/4, k = r%4 */
+        int h = r / 4, k = r % 4;
+        __m256i l = kq_ld256(b + 64 * h + 32 * (k & 1));
+        l = _mm256_and_si256(k & 2 ? _mm256_srli_epi16(l, 4) : l, m4);
+        __m256i hb = kq_ld256(b + 128 + 32 * h); /* bits 2k, 2k+1 -> 4, 5 */
+        __m256i v = 2 * k < 4 ? _mm256_slli_epi16(hb, 4 - 2 * k) : 2 * k > 4 ? _mm256_srli_epi16(hb, 2 * k - 4) : hb;
+        return _mm256_or_si256(l, _mm256_and_si256(v, _mm256_set1_epi8(0x30)));
+    }
+    }
+}
+/* the offset of the numbers per type, in the int sums: -(32 or 4) * sum sc * bsum */
+static inline int kq_k_offset_shift(int type) { return type == GPT2_TYPE_Q6_K ? 5 : type == GPT2_TYPE_Q3_K ? 2 : 0; }
+static inline bool kq_k_min(int type) { return type == GPT2_TYPE_Q2_K || type == GPT2_TYPE_Q4_K || type == GPT2_TYPE_Q5_K; }
+
+/* the scale words of run r: numbers 0-15 get sc[2r], 16-31 sc[2r+1] */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
+    const __m128i ctl = _mm_set_epi64x((long long)(0x0101010101010101ULL * (uint64_t)(2 * r + 1)),
+                                       (long long)(0x0101010101010101ULL * (uint64_t)(2 * r)));
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, ctl));
+}
+
+/* ==== ymm tiles: rows one after another for one token; a 4 x 2 tile of (row, token) pairs
+   sharing each weight vector otherwise ==== */
+#define KQ_YMM_B8_TILE(V, TYPE, NR, NT)                                                           \
+    do {                                                                                      \
+        const int bb = kq_block_bytes(TYPE);                                                  \
+        const int64_t nb = n / KQ_QK;                                                            \
+        __m256 acc[NR][NT];                                                                   \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps(); \
+        for (int64_t blk = 0; blk < nb; blk++) {                                              \
+            const int half = (int)(blk & 1);                                                  \
+            KQ_UNROLL for (int r = 0; r < NR; r++) {                                             \
+                const uint8_t *b = w + (size_t)r * row_bytes + (size_t)blk * (size_t)bb;      \
+                _mm_prefetch((const char *)b + KQ_PREFETCH, _MM_HINT_T0);                     \
+                const __m256i wq = kq_b8_weights(TYPE, b);                                       \
+                const __m256 dw = _mm256_set1_ps(kq_h2f(b));                                     \
+                const __m256 mw = _mm256_set1_ps(kq_b8_min(TYPE) ? kq_h2f(b + 2) * -0.0078125f : 0.0f); \
+                KQ_UNROLL for (int t = 0; t < NT; t++) {                                         \
+                    const q8_group *g = (const q8_group *)((const uint8_t *)xq + (size_t)t * ldx) + blk / 2; \
+                    const __m256i xv = kq_ld256(g->q + 32 * half);                               \
+                    const __m256i cr = kq_ld256(g->corr + 8 * half);                             \
+                    const __m256 dx = _mm256_loadu_ps(g->d + 8 * half);                       \
+                    __m256i s;                                                                \
+                    if (TYPE == GPT2_TYPE_Q8_0) s = kq_##V##_q8(cr, wq, xv);                              \
+                    else if (kq_b8_min(TYPE)) s = kq_##V##_dpbusd(_mm256_setzero_si256(), wq, xv);    \
+                    else s = kq_##V##_dpbusd(_mm256_srai_epi32(cr, kq_b8_shift(TYPE)), wq, xv);       \
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, dx), acc[r][t]); \
+                    if (kq_b8_min(TYPE))                                                         \
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(cr), _mm256_mul_ps(mw, dx), acc[r][t]); \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = kq_hsum8(acc[r][t]); \
+    } while (0)
+
+#define KQ_YMM_K_TILE(V, TYPE, NR, NT)                                                            \
+    do {                                                                                      \
+        const int bb = kq_block_bytes(TYPE);                                                  \
+        const int64_t nb = n / KQ_QKK;                                                           \
+        __m256 acc[NR][NT];                                                                   \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps(); \
+        for (int64_t blk = 0; blk < nb; blk++) {                                              \
+            KQ_UNROLL for (int r = 0; r < NR; r++) {                                             \
+                const uint8_t *b = w + (size_t)r * row_bytes + (size_t)blk * (size_t)bb;      \
+                for (int o = 0; o < bb; o += 64) _mm_prefetch((const char *)b + KQ_PREFETCH + o, _MM_HINT_T0); \
+                kq_kscales ks;                                                                   \
+                kq_k_scales(TYPE, b, &ks);                                                       \
+                __m256i si[NT];                                                               \
+                KQ_UNROLL for (int t = 0; t < NT; t++) si[t] = _mm256_setzero_si256();           \
+                KQ_UNROLL for (int q = 0; q < 8; q++) {                                          \
+                    const __m256i wq = kq_k_run(TYPE, b, q), sw = kq_k_scale_words(ks.sc, q);       \
+                    KQ_UNROLL for (int t = 0; t < NT; t++) {                                     \
+                        const q8k_record *x = (const q8k_record *)((const uint8_t *)xq + (size_t)t * ldx) + blk; \
+                        si[t] = kq_##V##_dpwssd(si[t], _mm256_maddubs_epi16(wq, kq_ld256(x->q + 32 * q)), sw); \
+                    }                                                                         \
+                }                                                                             \
+                KQ_UNROLL for (int t = 0; t < NT; t++) {                                         \
+                    const q8k_record *x = (const q8k_record *)((const uint8_t *)xq + (size_t)t * ldx) + blk; \
+                    const __m256i bs = kq_ld256(x->bsum);                                        \
+                    if (kq_k_offset_shift(TYPE))                                                 \
+                        si[t] = _mm256_sub_epi32(si[t], _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(ks.sc)), kq_k_offset_shift(TYPE))); \
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si[t]), _mm256_set1_ps(x->d * ks.d), acc[r][t]); \
+                    if (kq_k_min(TYPE)) {                                                        \
+                        __m256i mi = _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn));       \
+                        acc[r][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_set1_ps(x->d * ks.dmin), acc[r][t]); \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = kq_hsum8(acc[r][t]); \
+    } while (0)
+
+/* nt = 1: each row alone (one stream of weights at a time reads memory fastest); else
+   tiles of up to 4 rows x 2 tokens */
+#define KQ_YMM_DISPATCH(TILE, V, TYPE)                                                            \
+    if (nt == 1) {                                                                            \
+        for (int rr = 0; rr < nr; rr++, w += row_bytes, out++) TILE(V, TYPE, 1, 1);              \
+        return;                                                                               \
+    }                                                                                         \
+    for (int t0 = 0; t0 < nt; t0 += 2, xq = (const uint8_t *)xq + 2 * ldx, out += 2 * ldo) { \
+        if (nt - t0 == 1) {                                                                   \
+            switch (nr) {                                                                     \
+            case 1: TILE(V, TYPE, 1, 1); break;                                               \
+            case 2: TILE(V, TYPE, 2, 1); break;                                               \
+            case 3: TILE(V, TYPE, 3, 1); break;                                               \
+            default: TILE(V, TYPE, 4, 1); break;                                              \
+            }                                                                                 \
+        } else {                                                                              \
+            switch (nr) {                                                                     \
+            case 1: TILE(V, TYPE, 1, 2); break;                                               \
+            case 2: TILE(V, TYPE, 2, 2); break;                                               \
+            case 3: TILE(V, TYPE, 3, 2); break;                                               \
+            default: TILE(V, TYPE, 4, 2); break;                                              \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+#define KQ_DEFINE_YMM(V, TARGET, NAME, TILE, TYPE)                                                \
+    TARGET static void kq_##V##_dot_##NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
+                                      size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
+        KQ_YMM_DISPATCH(TILE, V, TYPE)                                                           \
+    }
+
+#define KQ_DEFINE_YMM_ALL(V, TARGET)                                                              \
+    KQ_DEFINE_YMM(V, TARGET, q4_0, KQ_YMM_B8_TILE, GPT2_TYPE_Q4_0)                                          \
+    KQ_DEFINE_YMM(V, TARGET, q4_1, KQ_YMM_B8_TILE, GPT2_TYPE_Q4_1)                                          \
+    KQ_DEFINE_YMM(V, TARGET, q5_0, KQ_YMM_B8_TILE, GPT2_TYPE_Q5_0)                                          \
+    KQ_DEFINE_YMM(V, TARGET, q5_1, KQ_YMM_B8_TILE, GPT2_TYPE_Q5_1)                                          \
+    KQ_DEFINE_YMM(V, TARGET, q8_0, KQ_YMM_B8_TILE, GPT2_TYPE_Q8_0)                                          \
+    KQ_DEFINE_YMM(V, TARGET, q2_k, KQ_YMM_K_TILE, GPT2_TYPE_Q2_K)                                           \
+    KQ_DEFINE_YMM(V, TARGET, q3_k, KQ_YMM_K_TILE, GPT2_TYPE_Q3_K)                                           \
+    KQ_DEFINE_YMM(V, TARGET, q4_k, KQ_YMM_K_TILE, GPT2_TYPE_Q4_K)                                           \
+    KQ_DEFINE_YMM(V, TARGET, q5_k, KQ_YMM_K_TILE, GPT2_TYPE_Q5_K)                                           \
+    KQ_DEFINE_YMM(V, TARGET, q6_k, KQ_YMM_K_TILE, GPT2_TYPE_Q6_K)
+
+KQ_DEFINE_YMM_ALL(avx2, KQ_AVX2_TARGET)
+KQ_DEFINE_YMM_ALL(avxvnni, KQ_AVXVNNI_TARGET)
+
+/* ==== zmm tiles: up to 4 rows x 4 tokens (32 registers) ==== */
+/* 4 tokens at a time in tiles of up to 4 rows x 4 tokens; fewer tokens (the end of a batch)
+   one at a time: each (row, token) gets the same operations either way, and half the tile
+   shapes are enough (each shape costs compile time in every type and instruction set) */
+#define KQ_TILE_SWITCH(TILE, V, TYPE)                                                             \
+    if (nt == 4) {                                                                            \
+        switch (nr) {                                                                         \
+        case 1: TILE(V, TYPE, 1, 4); break;  case 2: TILE(V, TYPE, 2, 4); break;              \
+        case 3: TILE(V, TYPE, 3, 4); break;  default: TILE(V, TYPE, 4, 4); break;             \
+        }                                                                                     \
+    } else {                                                                                  \
+        for (int t1 = 0; t1 < nt; t1++, xq = (const uint8_t *)xq + ldx, out += ldo) {        \
+            switch (nr) {                                                                     \
+            case 1: TILE(V, TYPE, 1, 1); break;  case 2: TILE(V, TYPE, 2, 1); break;          \
+            case 3: TILE(V, TYPE, 3, 1); break;  default: TILE(V, TYPE, 4, 1); break;         \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+/* blocks A and B (B absent: zero) as 64 unsigned bytes in element order: the 16 nibble
+   bytes of each block go to two 128-bit lanes (shuffle), shifted by 0 and 4 there; q5's
+   fifth bits are one 64-bit mask (bit i: byte i) that adds 16 */
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_b8_weights64(int type, const uint8_t *b, int bb, bool pair) {
+    if (type == GPT2_TYPE_Q8_0)
+        return _mm512_inserti64x4(_mm512_castsi256_si512(kq_ld256(b + 2)), pair ? kq_ld256(b + bb + 2) : _mm256_setzero_si256(), 1);
+    const int qs = type == GPT2_TYPE_Q4_0 ? 2 : type == GPT2_TYPE_Q4_1 ? 4 : type == GPT2_TYPE_Q5_0 ? 6 : 8;
+    __m128i a = kq_ld128(b + qs);
+    __m256i y = pair ? _mm256_inserti128_si256(_mm256_castsi128_si256(a), kq_ld128(b + bb + qs), 1) : _mm256_zextsi128_si256(a);
+    __m512i z = _mm512_shuffle_i64x2(_mm512_castsi256_si512(y), _mm512_castsi256_si512(y), 0x50);
+    const __m512i cnt = _mm512_set_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                         0x0004000400040004LL, 0x0004000400040004LL, 0, 0);
+    z = _mm512_and_si512(_mm512_srlv_epi16(z, cnt), _mm512_set1_epi8(15));
+    if (type == GPT2_TYPE_Q5_0 || type == GPT2_TYPE_Q5_1) {
+        const int qh = type == GPT2_TYPE_Q5_0 ? 2 : 4;
+        uint64_t k = kq_rd32(b + qh) | (pair ? (uint64_t)kq_rd32(b + bb + qh) << 32 : 0);
+        z = _mm512_mask_add_epi8(z, (__mmask64)k, z, _mm512_set1_epi8(16));
+    }
+    return z;
+}
+/* the halves at p (block A) and p + bb (block B) as floats: A in lanes 0-7, B in 8-15 */
+KQ_AVX512_TARGET static KQ_INLINE __m512 kq_b8_halves64(const uint8_t *p, int bb, bool pair) {
+    uint32_t hh = rd16(p) | (pair ? (uint32_t)rd16(p + bb) << 16 : 0);
+    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)hh));
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f));
+}
+
+/* one group (blocks A, B of a q8_group) for rows r < NR, tokens t < NT; PAIR constant */
+#define KQ_ZMM_B8_STEP(V, TYPE, NR, NT, G, PAIR)                                                  \
+    KQ_UNROLL for (int r = 0; r < NR; r++) {                                                     \
+        const uint8_t *b = w + (size_t)r * row_bytes + (size_t)(2 * (G)) * (size_t)bb;        \
+        _mm_prefetch((const char *)b + KQ_PREFETCH, _MM_HINT_T0);                             \
+        const __m512i wq = kq_b8_weights64(TYPE, b, bb, PAIR);                                   \
+        const __m512 dw = kq_b8_halves64(b, bb, PAIR);                                           \
+        __m512 mw = _mm512_setzero_ps();                                                      \
+        if (kq_b8_min(TYPE)) mw = _mm512_mul_ps(kq_b8_halves64(b + 2, bb, PAIR), _mm512_set1_ps(-0.0078125f)); \
+        KQ_UNROLL for (int t = 0; t < NT; t++) {                                                 \
+            const q8_group *gx = (const q8_group *)((const uint8_t *)xq + (size_t)t * ldx) + (G);  \
+            const __m512i xv = _mm512_loadu_si512(gx->q), cr = _mm512_loadu_si512(gx->corr);  \
+            const __m512 dx = _mm512_loadu_ps(gx->d);                                         \
+            __m512i s;                                                                        \
+            if (TYPE == GPT2_TYPE_Q8_0) s = kq_##V##_q8(cr, wq, xv);                                      \
+            else if (kq_b8_min(TYPE)) s = kq_##V##_dpbusd(_mm512_setzero_si512(), wq, xv);            \
+            else s = kq_##V##_dpbusd(_mm512_srai_epi32(cr, kq_b8_shift(TYPE)), wq, xv);               \
+            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[r][t]); \
+            if (kq_b8_min(TYPE))                                                                 \
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(cr), _mm512_mul_ps(mw, dx), acc[r][t]); \
+        }                                                                                     \
+    }
+
+#define KQ_ZMM_B8_TILE(V, TYPE, NR, NT)                                                           \
+    do {                                                                                      \
+        const int bb = kq_block_bytes(TYPE);                                                  \
+        const int64_t np = n / KQ_QK / 2;                                                        \
+        __m512 acc[NR][NT];                                                                   \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps(); \
+        for (int64_t gi = 0; gi < np; gi++) { KQ_ZMM_B8_STEP(V, TYPE, NR, NT, gi, true) }            \
+        if ((n / KQ_QK) % 2) { KQ_ZMM_B8_STEP(V, TYPE, NR, NT, np, false) }                         \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]); \
+    } while (0)
+
+/* the scale words of 64-number run R: sc[4R] x 8, sc[4R+1] x 8, sc[4R+2] x 8, sc[4R+3] x 8,
+   picked (vpermw) from the 16 scales widened once per super-block */
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_scale_words64(__m512i sc16, int R) {
+    const __m512i idx = _mm512_set_epi64(0x0001000100010001LL * (4 * R + 3), 0x0001000100010001LL * (4 * R + 3),
+                                         0x0001000100010001LL * (4 * R + 2), 0x0001000100010001LL * (4 * R + 2),
+                                         0x0001000100010001LL * (4 * R + 1), 0x0001000100010001LL * (4 * R + 1),
+                                         0x0001000100010001LL * (4 * R), 0x0001000100010001LL * (4 * R));
+    return _mm512_permutexvar_epi16(idx, sc16);
+}
+
+/* 32 bytes into both halves of a zmm (a load-port broadcast) */
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_bcast256(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+/* per-half 16-bit shift counts: lo for the lower 32 bytes, hi for the upper */
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_halves16(int lo, int hi) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)lo), _mm256_set1_epi16((short)hi), 1);
+}
+
+/* numbers 64R .. 64R+63 of a super-block as unsigned bytes in element order */
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_run64(int type, const uint8_t *b, int R) {
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+    switch (type) {
+    case GPT2_TYPE_Q2_K: { /* half R/2, passes 2(R%2) and 2(R%2)+1 */
+        const int p = 2 * (R % 2);
+        __m512i q = _mm512_srlv_epi16(kq_bcast256(b + 16 + 32 * (R / 2)), kq_halves16(2 * p, 2 * p + 2));
+        return _mm512_and_si512(q, m2);
+    }
+    case GPT2_TYPE_Q3_K: {
+        const int p = 2 * (R % 2);
+        __m512i q = _mm512_and_si512(_mm512_srlv_epi16(kq_bcast256(b + 32 + 32 * (R / 2)), kq_halves16(2 * p, 2 * p + 2)), m2);
+        /* hmask bits 2R (lower half) and 2R+1 (upper) add 4 */
+        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * R))), _mm256_set1_epi8((char)(1 << (2 * R + 1))), 1);
+        __mmask64 k = _mm512_test_epi8_mask(kq_bcast256(b), bit);
+        return _mm512_mask_add_epi8(q, k, q, _mm512_set1_epi8(4));
+    }
+    case GPT2_TYPE_Q4_K:
+    case GPT2_TYPE_Q5_K: { /* chunk R: low nibbles, then high */
+        __m512i q = _mm512_and_si512(_mm512_srlv_epi16(kq_bcast256(b + (type == GPT2_TYPE_Q4_K ? 16 : 48) + 32 * R), kq_halves16(0, 4)), m4);
+        if (type == GPT2_TYPE_Q5_K) {
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * R))), _mm256_set1_epi8((char)(1 << (2 * R + 1))), 1);
+            q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(kq_bcast256(b + 16), bit), q, _mm512_set1_epi8(16));
+        }
+        return q;
+    }
+    default: { /* GPT2_TYPE_Q6_K: half R/2; R even: k = 0, 1 (low nibbles), R odd: k = 2, 3 (high) */
+        const int h = R / 2;
+        __m512i l = _mm512_loadu_si512(b + 64 * h);
+        l = _mm512_and_si512(R % 2 ? _mm512_srli_epi16(l, 4) : l, m4);
+        __m512i hb = kq_bcast256(b + 128 + 32 * h); /* bits 2k, 2k+1 -> 4, 5 */
+        hb = R % 2 ? _mm512_srlv_epi16(hb, kq_halves16(0, 2)) : _mm512_sllv_epi16(hb, kq_halves16(4, 2));
+        return _mm512_ternarylogic_epi32(l, hb, _mm512_set1_epi8(0x30), 0xf8); /* l | (hb & 0x30) */
+    }
+    }
+}
+
+#define KQ_ZMM_K_TILE(V, TYPE, NR, NT)                                                            \
+    do {                                                                                      \
+        const int bb = kq_block_bytes(TYPE);                                                  \
+        const int64_t nb = n / KQ_QKK;                                                           \
+        __m512 acc[NR][NT];                                                                   \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps(); \
+        for (int64_t blk = 0; blk < nb; blk++) {                                              \
+            KQ_UNROLL for (int r = 0; r < NR; r++) {                                             \
+                const uint8_t *b = w + (size_t)r * row_bytes + (size_t)blk * (size_t)bb;      \
+                for (int o = 0; o < bb; o += 64) _mm_prefetch((const char *)b + KQ_PREFETCH + o, _MM_HINT_T0); \
+                kq_kscales ks;                                                                   \
+                kq_k_scales(TYPE, b, &ks);                                                       \
+                const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(ks.sc));     \
+                __m512i si[NT];                                                               \
+                KQ_UNROLL for (int t = 0; t < NT; t++) si[t] = _mm512_setzero_si512();           \
+                KQ_UNROLL for (int q = 0; q < 4; q++) {                                          \
+                    const __m512i wq = kq_k_run64(TYPE, b, q);                                   \
+                    const __m512i sw = kq_k_scale_words64(sc16, q);                              \
+                    KQ_UNROLL for (int t = 0; t < NT; t++) {                                     \
+                        const q8k_record *x = (const q8k_record *)((const uint8_t *)xq + (size_t)t * ldx) + blk; \
+                        si[t] = kq_##V##_dpwssd(si[t], _mm512_maddubs_epi16(wq, _mm512_loadu_si512(x->q + 64 * q)), sw); \
+                    }                                                                         \
+                }                                                                             \
+                KQ_UNROLL for (int t = 0; t < NT; t++) {                                         \
+                    const q8k_record *x = (const q8k_record *)((const uint8_t *)xq + (size_t)t * ldx) + blk; \
+                    const __m256i bs = kq_ld256(x->bsum);                                        \
+                    if (kq_k_offset_shift(TYPE))                                                 \
+                        si[t] = _mm512_sub_epi32(si[t], _mm512_zextsi256_si512(_mm256_slli_epi32(   \
+                                    _mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(ks.sc)), kq_k_offset_shift(TYPE)))); \
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[t]), _mm512_set1_ps(x->d * ks.d), acc[r][t]); \
+                    if (kq_k_min(TYPE)) {                                                        \
+                        __m256i mi = _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn));       \
+                        acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(mi)), \
+                                                     _mm512_set1_ps(x->d * ks.dmin), acc[r][t]); \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]); \
+    } while (0)
+
+#define KQ_DEFINE_ZMM(V, TARGET, NAME, TILE, TYPE)                                                \
+    TARGET static void kq_##V##_dot_##NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
+                                      size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
+        if (nt == 1) {                                                                        \
+            for (int rr = 0; rr < nr; rr++, w += row_bytes, out++) TILE(V, TYPE, 1, 1);          \
+            return;                                                                           \
+        }                                                                                     \
+        KQ_TILE_SWITCH(TILE, V, TYPE)                                                            \
+    }
+
+#define KQ_DEFINE_ZMM_ALL(V, TARGET)                                                              \
+    KQ_DEFINE_ZMM(V, TARGET, q4_0, KQ_ZMM_B8_TILE, GPT2_TYPE_Q4_0)                                          \
+    KQ_DEFINE_ZMM(V, TARGET, q4_1, KQ_ZMM_B8_TILE, GPT2_TYPE_Q4_1)                                          \
+    KQ_DEFINE_ZMM(V, TARGET, q5_0, KQ_ZMM_B8_TILE, GPT2_TYPE_Q5_0)                                          \
+    KQ_DEFINE_ZMM(V, TARGET, q5_1, KQ_ZMM_B8_TILE, GPT2_TYPE_Q5_1)                                          \
+    KQ_DEFINE_ZMM(V, TARGET, q8_0, KQ_ZMM_B8_TILE, GPT2_TYPE_Q8_0)                                          \
+    KQ_DEFINE_ZMM(V, TARGET, q2_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q2_K)                                           \
+    KQ_DEFINE_ZMM(V, TARGET, q3_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q3_K)                                           \
+    KQ_DEFINE_ZMM(V, TARGET, q4_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q4_K)                                           \
+    KQ_DEFINE_ZMM(V, TARGET, q5_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q5_K)                                           \
+    KQ_DEFINE_ZMM(V, TARGET, q6_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q6_K)
+
+KQ_DEFINE_ZMM_ALL(avx512, KQ_AVX512_TARGET)
+KQ_DEFINE_ZMM_ALL(avx512vnni, KQ_AVX512VNNI_TARGET)
+
+#define KQ_TABLE(V)                                                                            \
+    {NULL, NULL, kq_##V##_dot_q4_0, kq_##V##_dot_q4_1, NULL, NULL, kq_##V##_dot_q5_0, kq_##V##_dot_q5_1, kq_##V##_dot_q8_0, \
+     NULL, kq_##V##_dot_q2_k, kq_##V##_dot_q3_k, kq_##V##_dot_q4_k, kq_##V##_dot_q5_k, kq_##V##_dot_q6_k}
+
+static kq_dot_fn kq_dot_simd_of(int type, int isa) {
+    static const kq_dot_fn table[KQ_ISA_COUNT][15] = {
+        {NULL}, KQ_TABLE(avx2), KQ_TABLE(avxvnni), KQ_TABLE(avx512), KQ_TABLE(avx512vnni)};
+    return type >= 0 && type < 15 ? table[isa][type] : NULL;
+}
+
+#else
+static kq_dot_fn kq_dot_simd_of(int type, int isa) {
+    (void)type;
+    (void)isa;
+    return NULL;
+}
+#endif

@@ -37,7 +37,7 @@
  * ======================================================================================== */
 
 typedef enum {
-    CMD_COMPLETE, CMD_TOKENIZE, CMD_DETOKENIZE, CMD_PERPLEXITY, CMD_BENCH, CMD_QUANTIZE,
+    CMD_COMPLETE, CMD_TOKENIZE, CMD_DETOKENIZE, CMD_PERPLEXITY, CMD_BENCH, CMD_QUANTIZE, CMD_INFO,
     CMD_HELP,     /* print opts.help to stdout, exit 0 */
     CMD_VERSION
 } cli_command;
@@ -212,9 +212,18 @@ static const char *bench_help =
 
 static const char *quantize_help =
     "usage: gpt2 quantize IN.gguf OUT.gguf TYPE\n\n"
-    "Writes a copy of IN with every 2-D weight matrix converted to TYPE: f32, f16, bf16 or\n"
-    "q8_0. Biases and norms stay f32. OUT is written under a temporary name beside it and\n"
-    "renamed at the end; an OUT that exists and is not a regular file is refused.\n";
+    "Writes a copy of IN with its weight matrices converted as llama.cpp's llama-quantize\n"
+    "converts a GPT-2 for TYPE (no importance matrix): f32, f16, bf16, q8_0, q4_0, q4_1,\n"
+    "q5_0, q5_1, q2_k, q3_k_m, q4_k_m, q5_k_m, q6_k. The K mixes give some tensors more bits\n"
+    "(q4_k_m: q6_K for the embedding and in some layers, q4_K elsewhere); position_embd,\n"
+    "biases and norms are kept. `gpt2 info OUT.gguf` lists what each tensor got. OUT is\n"
+    "written under a temporary name beside it and renamed at the end; an OUT that exists\n"
+    "and is not a regular file is refused.\n";
+
+static const char *info_help =
+    "usage: gpt2 info [-m] MODEL.gguf\n\n"
+    "Prints what the file holds: the model's shape, its metadata, a table of its tensors\n"
+    "(name, shape, type, bytes) and the totals per type.\n";
 
 static const char *main_help =
     "gpt2 " GPT2_VERSION " — GPT-2 inference on the CPU\n"
@@ -225,7 +234,8 @@ static const char *main_help =
     "  gpt2 detokenize [-m MODEL] ID...                           the text, raw bytes\n"
     "  gpt2 perplexity [-m MODEL] -f FILE                         perplexity, as Hugging Face computes it\n"
     "  gpt2 bench      [-m MODEL] [-p N] [-n N] [-t N]            prompt and generation tokens/s\n"
-    "  gpt2 quantize   IN.gguf OUT.gguf TYPE                      f16, bf16, q8_0 (or f32)\n"
+    "  gpt2 quantize   IN.gguf OUT.gguf TYPE                      q8_0, q4_k_m, ... (llama.cpp's recipes)\n"
+    "  gpt2 info       MODEL.gguf                                 metadata, tensors and their types\n"
     "  gpt2 --version                                             the version\n"
     "  gpt2 --help                                                this help\n"
     "\n"
@@ -234,7 +244,8 @@ static const char *main_help =
 
 static bool is_command(const char *s) {
     return !strcmp(s, "complete") || !strcmp(s, "tokenize") || !strcmp(s, "detokenize") ||
-           !strcmp(s, "perplexity") || !strcmp(s, "bench") || !strcmp(s, "quantize");
+           !strcmp(s, "perplexity") || !strcmp(s, "bench") || !strcmp(s, "quantize") ||
+           !strcmp(s, "info");
 }
 
 /* -m, -t, --kernels: taken by several commands; true if f was one of them */
@@ -371,8 +382,24 @@ static void parse_quantize(parser *p, cli_opts *o) {
     o->quant_in = pos[0];
     o->quant_out = pos[1];
     o->quant_type = pos[2];
-    if (strcmp(pos[2], "f32") && strcmp(pos[2], "f16") && strcmp(pos[2], "bf16") && strcmp(pos[2], "q8_0"))
-        fail(p, "unknown type '%.32s' (f32, f16, bf16 or q8_0)", pos[2]);
+    static const char *const types[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
+                                        "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k"};
+    bool known = false;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) known |= !strcmp(pos[2], types[i]);
+    if (!known)
+        fail(p, "unknown type '%.32s' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_m, "
+             "q4_k_m, q5_k_m, q6_k)", pos[2]);
+}
+
+static void parse_info(parser *p, cli_opts *o) {
+    for (; p->i < p->argc && !p->failed; p->i++) {
+        const char *f = p->argv[p->i];
+        if (!strcmp(f, "-h") || !strcmp(f, "--help")) { o->cmd = CMD_HELP; o->help = info_help; return; }
+        else if (!strcmp(f, "-m") || !strcmp(f, "--model")) o->model = need_value(p, f);
+        else if (f[0] == '-' && f[1]) fail(p, "unknown option '%.64s' (see gpt2 info --help)", f);
+        else if (o->model) fail(p, "info takes one model file");
+        else o->model = f;
+    }
 }
 
 static void cli_free(cli_opts *o) {
@@ -414,6 +441,7 @@ static int cli_parse(int argc, char **argv, cli_opts *o, char *err, size_t err_l
     else if (!strcmp(cmd, "perplexity")) { o->cmd = CMD_PERPLEXITY; parse_perplexity(&p, o); }
     else if (!strcmp(cmd, "bench")) { o->cmd = CMD_BENCH; parse_bench(&p, o); }
     else if (!strcmp(cmd, "quantize")) { o->cmd = CMD_QUANTIZE; parse_quantize(&p, o); }
+    else if (!strcmp(cmd, "info")) { o->cmd = CMD_INFO; parse_info(&p, o); }
     else if (!strcmp(cmd, "complete")) { o->cmd = CMD_COMPLETE; parse_complete(&p, o); }
     else if (cmd[0] != '-') fail(&p, "unknown command '%.64s' (see gpt2 --help)", cmd);
     else { p.i = 1; o->cmd = CMD_COMPLETE; parse_complete(&p, o); }
@@ -907,14 +935,74 @@ static int cmd_bench(cli_opts *o) {
 /* ---- gpt2 quantize -------------------------------------------------------------------------- */
 
 static int cmd_quantize(cli_opts *o) {
-    gpt2_type t = !strcmp(o->quant_type, "f32") ? GPT2_TYPE_F32
-                : !strcmp(o->quant_type, "f16") ? GPT2_TYPE_F16
-                : !strcmp(o->quant_type, "bf16") ? GPT2_TYPE_BF16 : GPT2_TYPE_Q8_0;
     char err[512];
     double t0 = now();
-    gpt2_status s = gpt2_quantize(o->quant_in, o->quant_out, t, err, sizeof err);
+    gpt2_status s = gpt2_quantize_recipe(o->quant_in, o->quant_out, o->quant_type, err, sizeof err);
     if (s) die(1, "%s", err[0] ? err : gpt2_strerror(s));
     fprintf(stderr, "gpt2: wrote %s (%s) in %.1f s\n", o->quant_out, o->quant_type, now() - t0);
+    return finish_output();
+}
+
+/* ---- gpt2 info ------------------------------------------------------------------------------ */
+
+static int cmd_info(cli_opts *o) {
+    gpt2_model *m = load_model(o, NULL);
+    gpt2_model_info in = gpt2_get_model_info(m);
+    outf("model      %s: %s\n", model_path(o), in.name[0] ? in.name : "(no general.name)");
+    outf("shape      %d layers, %d heads, %d wide, MLP %d, context %d, vocabulary %d, eos %d\n",
+         in.config.n_layer, in.config.n_head, in.config.n_embd, in.n_ff, in.config.n_ctx,
+         in.config.n_vocab, in.config.eot_id);
+    outf("size       %.1fM parameters, %.1f MB file, %.1f MB read per token, %s kernels\n",
+         (double)in.n_params / 1e6, (double)in.file_bytes / 1e6, (double)in.weight_bytes / 1e6,
+         in.kernels);
+    outf("\nmetadata (%zu keys)\n", gpt2_metadata_count(m));
+    for (size_t i = 0; i < gpt2_metadata_count(m); i++) {
+        const char *key;
+        size_t kl;
+        char value[256];
+        if (gpt2_metadata_get(m, i, &key, &kl, value, sizeof value) != GPT2_OK) continue;
+        /* control characters of the file stay out of the terminal */
+        for (char *c = value; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+        outf("  %-40.*s %s\n", (int)(kl > 60 ? 60 : kl), key, value);
+    }
+    size_t n = gpt2_tensor_count(m);
+    outf("\ntensors (%zu)\n  %-32s %-14s %-6s %12s\n", n, "name", "shape", "type", "bytes");
+    struct { gpt2_type t; size_t count; uint64_t bytes, numbers; } per[32];
+    int n_per = 0;
+    for (size_t i = 0; i < n; i++) {
+        gpt2_tensor_info t;
+        if (gpt2_tensor_get(m, i, &t) != GPT2_OK) continue;
+        char shape[48];
+        if (t.n_dims == 1) snprintf(shape, sizeof shape, "%lld", (long long)t.ne[0]);
+        else snprintf(shape, sizeof shape, "%lld x %lld", (long long)t.ne[1], (long long)t.ne[0]);
+        outf("  %-32.*s %-14s %-6s %12llu\n", (int)(t.name_len > 64 ? 64 : t.name_len), t.name, shape,
+             gpt2_type_name(t.type), (unsigned long long)t.bytes);
+        int k = 0;
+        while (k < n_per && per[k].t != t.type) k++;
+        if (k == n_per && n_per < 32) {
+            per[n_per].t = t.type;
+            per[n_per].count = 0;
+            per[n_per].bytes = per[n_per].numbers = 0;
+            n_per++;
+        }
+        if (k < n_per) {
+            uint64_t numbers = 1;
+            for (int d = 0; d < t.n_dims; d++) numbers *= (uint64_t)t.ne[d];
+            per[k].count++;
+            per[k].bytes += t.bytes;
+            per[k].numbers += numbers;
+        }
+    }
+    outf("\ntotals per type\n");
+    uint64_t all = 0;
+    for (int k = 0; k < n_per; k++) all += per[k].bytes;
+    for (int k = 0; k < n_per; k++)
+        outf("  %-6s %4zu tensors %12llu bytes (%5.1f%%) %6.2f bits per weight\n", gpt2_type_name(per[k].t),
+             per[k].count, (unsigned long long)per[k].bytes, all ? 100.0 * (double)per[k].bytes / (double)all : 0.0,
+             per[k].numbers ? 8.0 * (double)per[k].bytes / (double)per[k].numbers : 0.0);
+    outf("  all    %4zu tensors %12llu bytes\n", n, (unsigned long long)all);
+    gpt2_free(m);
     return finish_output();
 }
 
@@ -952,6 +1040,7 @@ int main(int argc, char **argv) {
     case CMD_PERPLEXITY: r = cmd_perplexity(&o); break;
     case CMD_BENCH: r = cmd_bench(&o); break;
     case CMD_QUANTIZE: r = cmd_quantize(&o); break;
+    case CMD_INFO: r = cmd_info(&o); break;
     }
     cli_free(&o);
     return r;

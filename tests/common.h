@@ -254,6 +254,7 @@ static const struct {
 } ALL_KERNEL_PATHS[] = {
     {"scalar", "scalar"},
     {"avx2-novnni", "avx2"},
+    {"avx2-vnni", "avx2-vnni"},
     {"avx512-novnni", "avx512"},
     {"avx512-vnni", "avx512-vnni"},
     {"neon-nodotprod", "neon"},

@@ -248,6 +248,21 @@ static void test_perplexity_and_quantize(void **state) {
     assert_non_null(strstr(out_text, "(median of 3, range "));
     assert_non_null(strstr(out_text, " kernels)"));
     remove("build/tests/cli-q8.gguf");
+    /* llama.cpp's recipes, and info listing what each tensor got */
+    assert_int_equal(run("quantize " DATA "quant/public-mix.gguf build/tests/cli-f32.gguf f32"), 0);
+    assert_int_equal(run("quantize build/tests/cli-f32.gguf build/tests/cli-q4km.gguf q4_k_m"), 0);
+    assert_int_equal(run("info build/tests/cli-q4km.gguf"), 0);
+    assert_non_null(strstr(out_text, "token_embd.weight                50257 x 256    q6_K"));
+    assert_non_null(strstr(out_text, "blk.1.attn_qkv.weight            768 x 256      q4_K"));
+    assert_non_null(strstr(out_text, "position_embd.weight             128 x 256      q8_0")); /* kept */
+    assert_non_null(strstr(out_text, "general.file_type                        15"));
+    assert_non_null(strstr(out_text, "totals per type"));
+    assert_non_null(strstr(out_text, "  q6_K "));
+    assert_int_equal(run("-m build/tests/cli-q4km.gguf -p 'Hello' -n 4 --greedy"), 0);
+    expect_error(run("info no/such.gguf"), 1, "no/such.gguf");
+    expect_error(run("info"), 1, ""); /* no model: the default path, which is missing here */
+    remove("build/tests/cli-f32.gguf");
+    remove("build/tests/cli-q4km.gguf");
 }
 
 int main(void) {

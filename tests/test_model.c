@@ -305,7 +305,8 @@ static void test_hostile_counts(void **state) {
     for (int i = 0; i < lay.nt; i++) {
         assert_int_not_equal(patched_u32(lay.t_ndims[i], 5), GPT2_OK);
         assert_int_not_equal(patched_u32(lay.t_ndims[i], 0), GPT2_OK);
-        assert_int_equal(patched_u32(lay.t_type[i], 2), GPT2_E_UNSUPPORTED);  /* q4_0 */
+        assert_int_equal(patched_u32(lay.t_type[i], 9), GPT2_E_UNSUPPORTED);  /* q8_1: not a weight type */
+        assert_int_equal(patched_u32(lay.t_type[i], 16), GPT2_E_UNSUPPORTED); /* iq2_xxs */
         assert_int_equal(patched_u32(lay.t_type[i], 99), GPT2_E_UNSUPPORTED);
         assert_int_not_equal(patched_u64(&lay, lay.t_ne0[i], 0), GPT2_OK);
         assert_int_not_equal(patched_u64(&lay, lay.t_offset[i], 16), GPT2_OK); /* misaligned */

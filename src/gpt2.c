@@ -3413,6 +3413,16 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
  * Each path defines tile(NR, NT) bodies for constant shapes (always inlined, so the sums
  * stay in registers) and a dispatcher over the 16 shapes. Per output the operations are the
  * same in every shape: one vector of partial sums over k in order, then one reduction. */
+/* Decode streams each weight row once. Hardware prefetchers stop at 4 KB page boundaries
+   (the model file is mapped in 4 KB pages), so the one-token paths prefetch a page ahead
+   (measured against 1, 2, 8 and 16 KB: README, "Performance"). */
+#ifndef F_PREFETCH
+#define F_PREFETCH 4096
+#endif
+#ifndef Q8_PREFETCH
+#define Q8_PREFETCH 4096
+#endif
+
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 4") /* keeps a tile's sums in registers */
 
@@ -3447,9 +3457,41 @@ AVX2_TARGET static ALWAYS_INLINE __m256 load8_bf16(const uint8_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
+/* One weight row against one token, for decode: the operations of a tile's output (one
+   vector of sums over k in order, the zero-padded tail, one reduction), reading the row as
+   one stream a page ahead of the hardware prefetchers (see F_PREFETCH). */
+#ifndef AVX2_DECODE_ROWWISE
+#define AVX2_DECODE_ROWWISE 1
+#endif
+#define DEFINE_AVX2_ROW_DOT(LOAD, ESIZE)                                                       \
+    AVX2_TARGET static ALWAYS_INLINE float avx2_row_dot_##LOAD(const uint8_t *wr, const float *x, int64_t n) { \
+        __m256 a = _mm256_setzero_ps();                                                       \
+        int64_t k = 0;                                                                        \
+        for (; k + 8 <= n; k += 8) {                                                          \
+            _mm_prefetch((const char *)(wr + (size_t)k * ESIZE) + F_PREFETCH, _MM_HINT_T0);   \
+            a = _mm256_fmadd_ps(LOAD(wr + (size_t)k * ESIZE), _mm256_loadu_ps(x + k), a);     \
+        }                                                                                     \
+        if (k < n) {                                                                          \
+            float xt[8] = {0};                                                                \
+            uint8_t wt[8 * 4] = {0};                                                          \
+            memcpy(xt, x + k, (size_t)(n - k) * sizeof(float));                               \
+            memcpy(wt, wr + (size_t)k * ESIZE, (size_t)(n - k) * ESIZE);                      \
+            a = _mm256_fmadd_ps(LOAD(wt), _mm256_loadu_ps(xt), a);                            \
+        }                                                                                     \
+        return hsum256(a);                                                                    \
+    }
+DEFINE_AVX2_ROW_DOT(load8_f32, 4)
+DEFINE_AVX2_ROW_DOT(load8_f16, 2)
+DEFINE_AVX2_ROW_DOT(load8_bf16, 2)
+
 /* the last n % 8 numbers go through zero-padded copies */
 #define AVX2_TILE(LOAD, ESIZE, NR, NT)                                                         \
     do {                                                                                      \
+        if (NT == 1 && AVX2_DECODE_ROWWISE) { /* one token: rows one after another (below) */ \
+            UNROLL for (int r = 0; r < NR; r++)                                               \
+                out[r] = avx2_row_dot_##LOAD(w + (size_t)r * row_bytes, x, n);                \
+            break;                                                                            \
+        }                                                                                     \
         __m256 acc[NR][NT];                                                                   \
         UNROLL for (int r = 0; r < NR; r++)                                                          \
             UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();                     \
@@ -3458,6 +3500,7 @@ AVX2_TARGET static ALWAYS_INLINE __m256 load8_bf16(const uint8_t *p) {
             __m256 xv[NT];                                                                    \
             UNROLL for (int t = 0; t < NT; t++) xv[t] = _mm256_loadu_ps(x + (size_t)t * ldx + k);    \
             UNROLL for (int r = 0; r < NR; r++) {                                                    \
+                if (NT == 1) _mm_prefetch((const char *)(w + (size_t)r * row_bytes + (size_t)k * ESIZE) + F_PREFETCH, _MM_HINT_T0); \
                 __m256 wv = LOAD(w + (size_t)r * row_bytes + (size_t)k * ESIZE);              \
                 UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]); \
             }                                                                                 \
@@ -3526,6 +3569,7 @@ DEFINE_DOT_AVX2(dot_bf16_avx2, load8_bf16, 2)
                 qx[t] = _mm256_loadu_si256((const __m256i *)(const void *)(x[t * ldx + b / 2].q + 32 * half)); \
             UNROLL for (int r = 0; r < NR; r++) {                                             \
                 const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * Q8_0_BLOCK_BYTES; \
+                if (NT == 1 && (b & 1) == 0) _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0); \
                 __m256i qw = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));    \
                 __m256i aw = _mm256_abs_epi8(qw);                                             \
                 __m256 dw = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));                             \
@@ -3653,15 +3697,6 @@ static const kernel_table kernels_avx2_vnni = {
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-/* Decode streams each weight row once. Hardware prefetchers stop at 4 KB page boundaries
-   (the model file is mapped in 4 KB pages), so the one-token paths prefetch a page ahead
-   (measured against 1, 2, 8 and 16 KB: README, "Performance"). */
-#ifndef F_PREFETCH
-#define F_PREFETCH 4096
-#endif
-#ifndef Q8_PREFETCH
-#define Q8_PREFETCH 4096
-#endif
 
 /* 16 weights as floats: load16_*N for whole vectors, load16_* masked for the tail */
 AVX512_TARGET static ALWAYS_INLINE __m512 load16_f32N(const uint8_t *p) { return _mm512_loadu_ps(p); }

@@ -3591,6 +3591,48 @@ AVX2_TARGET static void dot_q8_0_avx2(const uint8_t *w, size_t row_bytes, int nr
     AVX2_TILE_SWITCH(AVX2_Q8_TILE, 0)
 }
 
+/* AVX-VNNI (the VEX form of vpdpbusd: Alder Lake and later, Zen 5 client parts): as the
+   AVX-512 VNNI tile does it, on 256 bits. The weights are read as unsigned bytes (q + 128:
+   the top bit flipped) and each lane's sum starts at the activations' correction, -128 times
+   the sum of its 4 q_x, which takes the 128s back out: the integer sums are exact. */
+#define AVXVNNI_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define AVXVNNI_Q8_TILE(UNUSED, NR, NT)                                                        \
+    do {                                                                                      \
+        __m256 acc[NR][NT];                                                                   \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();              \
+        for (int64_t b = 0; b < n / QK8_0; b++) {                                             \
+            const int half = (int)(b % 2);                                                    \
+            __m256i qx[NT], cx[NT];                                                           \
+            __m256 dx[NT];                                                                    \
+            UNROLL for (int t = 0; t < NT; t++) {                                             \
+                const q8_group *g = &x[(size_t)t * ldx + (size_t)(b / 2)];                    \
+                qx[t] = _mm256_loadu_si256((const __m256i *)(const void *)(g->q + 32 * half)); \
+                cx[t] = _mm256_loadu_si256((const __m256i *)(const void *)(g->corr + 8 * half)); \
+                dx[t] = _mm256_loadu_ps(g->d + 8 * half);                                     \
+            }                                                                                 \
+            UNROLL for (int r = 0; r < NR; r++) {                                             \
+                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * Q8_0_BLOCK_BYTES; \
+                if (NT == 1 && (b & 1) == 0) _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0); \
+                __m256i uw = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)), \
+                                              _mm256_set1_epi8((char)0x80));                  \
+                __m256 dw = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));                             \
+                UNROLL for (int t = 0; t < NT; t++) {                                         \
+                    __m256 sum = _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(cx[t], uw, qx[t])); \
+                    acc[r][t] = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, dx[t]), acc[r][t]);    \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = hsum256(acc[r][t]); \
+    } while (0)
+
+AVXVNNI_TARGET static void dot_q8_0_avxvnni(const uint8_t *w, size_t row_bytes, int nr,
+                                            const q8_group *x, size_t ldx, int nt, int64_t n,
+                                            float *out, size_t ldo) {
+    AVX2_TILE_SWITCH(AVXVNNI_Q8_TILE, 0)
+}
+
 /* exp(x) for 8 floats, as exp16 below; 2^n is built in the exponent bits */
 AVX2_TARGET static ALWAYS_INLINE __m256 exp8(__m256 x) {
     __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_UQ); /* exp(-inf) = 0 */
@@ -3683,14 +3725,7 @@ static const kernel_table kernels_avx2 = {
     "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2, quantize_q8_scalar,
     gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVX2};
 
-/* AVX-VNNI (the VEX form of vpdpbusd: Alder Lake and later, Zen 5 client parts) on 256-bit
-   registers: the q8_0 tiles and the tiles of §D's formats come from §D's avxvnni path; the
-   rest is AVX2's */
-static void dot_q8_0_avxvnni(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x,
-                             size_t ldx, int nt, int64_t n, float *out, size_t ldo) {
-    kq_dot_for(GPT2_TYPE_Q8_0, KQ_ISA_AVXVNNI)(w, row_bytes, nr, x, ldx * sizeof(q8_group), nt, n, out, ldo);
-}
-
+/* AVX-VNNI: AVX2 with the VEX vpdpbusd for q8_0 (above) and for §D's formats */
 static const kernel_table kernels_avx2_vnni = {
     "avx2-vnni", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avxvnni, quantize_q8_scalar,
     gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVXVNNI};

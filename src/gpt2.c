@@ -17,8 +17,10 @@
  *                    AVX-512), and the choice of one at run time
  *   §B Thread pool   the workers that split each matrix multiplication by rows
  *   §C Tools         rewriting a model with other weight types; a memory bandwidth probe
+ *   §D Quantized     ggml's 4-, 5- and 6-bit block formats (q4_0 ... q6_K): layouts, exact
+ *      formats       dequantization, quantizers, llama.cpp's recipes, their dot products
  *
- * A first reading: forward() in §4 (the whole model in 50 lines), then what it calls —
+ * A first reading: forward() in §4 (the whole model on one screen), then what it calls —
  * matmul_reference() and attention_head_reference() in §3 and §4 are the plain versions of
  * the two operations that do the work — then gpt2_generate_ex() in §6 and the decoding
  * strategies of §5; §2 for how text becomes ids. The appendices are for speed only: nothing
@@ -541,16 +543,17 @@ typedef struct {
     size_t row_bytes;
 } matrix;
 
+/* One transformer block's weights: the GGUF tensor names, and Hugging Face's (h.N.*) */
 typedef struct {
-    const float *ln1_w, *ln1_b;   // (C)      attn_norm
-    matrix qkv;                   // (3C, C)  attn_qkv: rows are q | k | v, heads contiguous
+    const float *ln1_w, *ln1_b;   // (C)      attn_norm         ln_1
+    matrix qkv;                   // (3C, C)  attn_qkv          attn.c_attn: rows q | k | v, heads contiguous
     const float *qkv_b;           // (3C)
-    matrix attn_out;              // (C, C)   attn_output
+    matrix attn_out;              // (C, C)   attn_output       attn.c_proj
     const float *attn_out_b;      // (C)
-    const float *ln2_w, *ln2_b;   // (C)      ffn_norm
-    matrix fc;                    // (F, C)   ffn_up
+    const float *ln2_w, *ln2_b;   // (C)      ffn_norm          ln_2
+    matrix fc;                    // (F, C)   ffn_up            mlp.c_fc
     const float *fc_b;            // (F)
-    matrix proj;                  // (C, F)   ffn_down
+    matrix proj;                  // (C, F)   ffn_down          mlp.c_proj
     const float *proj_b;          // (C)
 } block_weights;
 
@@ -1139,7 +1142,7 @@ typedef struct {
     int32_t prev, next; /* indices, -1 at the ends */
 } bpe_sym;
 
-/* A candidate merge, ordered by (rank, position). Entries go stale when a neighbour merges;
+/* A beam_cand merge, ordered by (rank, position). Entries go stale when a neighbour merges;
    they are checked when popped. */
 typedef struct {
     uint32_t rank;
@@ -1147,30 +1150,30 @@ typedef struct {
     int32_t left, right;     /* the ids it was made for */
 } bpe_cand;
 
-static bool cand_less(const bpe_cand *a, const bpe_cand *b) {
+static bool bpe_cand_less(const bpe_cand *a, const bpe_cand *b) {
     return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
 }
 
-static void heap_push(bpe_cand *h, size_t *n, bpe_cand cand) {
+static void bpe_heap_push(bpe_cand *h, size_t *n, bpe_cand cand) {
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!cand_less(&cand, &h[p])) break;
+        if (!bpe_cand_less(&cand, &h[p])) break;
         h[i] = h[p];
         i = p;
     }
     h[i] = cand;
 }
 
-static bpe_cand heap_pop(bpe_cand *h, size_t *n) {
+static bpe_cand bpe_heap_pop(bpe_cand *h, size_t *n) {
     bpe_cand top = h[0], last = h[--(*n)];
     size_t i = 0;
     if (*n == 0) return top;
     for (;;) { /* sift `last` down from the root */
         size_t l = 2 * i + 1, r = l + 1, m = i;
         const bpe_cand *best = &last;
-        if (l < *n && cand_less(&h[l], best)) { m = l; best = &h[l]; }
-        if (r < *n && cand_less(&h[r], best)) { m = r; }
+        if (l < *n && bpe_cand_less(&h[l], best)) { m = l; best = &h[l]; }
+        if (r < *n && bpe_cand_less(&h[r], best)) { m = r; }
         if (m == i) break;
         h[i] = h[m];
         i = m;
@@ -1208,7 +1211,7 @@ static void push_pair(const tokenizer *t, bpe_sym *sym, bpe_cand *heap, size_t *
     int32_t id;
     if (j >= 0 && merge_lookup(t, sym[i].id, sym[j].id, &rank, &id)) {
         bpe_cand cand = {rank, i, sym[i].id, sym[j].id};
-        heap_push(heap, nh, cand);
+        bpe_heap_push(heap, nh, cand);
     }
 }
 
@@ -1246,7 +1249,7 @@ static gpt2_status bpe_piece(const tokenizer *t, const uint8_t *s, size_t n, bpe
     int32_t step = 0;
     if (w->trace) trace_step(w, s, n, sym, step, -1, 0);
     while (nh > 0) {
-        bpe_cand cand = heap_pop(heap, &nh);
+        bpe_cand cand = bpe_heap_pop(heap, &nh);
         int32_t i = cand.pos, j = sym[i].next;
         /* stale if the left symbol was absorbed or either side changed since the push */
         if (sym[i].id != cand.left || j < 0 || sym[j].id != cand.right) continue;
@@ -1283,7 +1286,7 @@ static gpt2_status encode_ordinary(const tokenizer *t, const uint8_t *s, size_t 
     return GPT2_OK;
 }
 
-static gpt2_status tokenize(const gpt2_model *m, const char *text, size_t len, int allow_special,
+static gpt2_status tokenize_text(const gpt2_model *m, const char *text, size_t len, int allow_special,
                             int32_t *ids, size_t cap, size_t *n_ids, gpt2_bpe_observer trace,
                             void *trace_user) {
     if (n_ids) *n_ids = 0;
@@ -1329,14 +1332,14 @@ static gpt2_status tokenize(const gpt2_model *m, const char *text, size_t len, i
 
 gpt2_status gpt2_tokenize(const gpt2_model *m, const char *text, size_t len, int allow_special,
                           int32_t *ids, size_t cap, size_t *n_ids) {
-    return tokenize(m, text, len, allow_special, ids, cap, n_ids, NULL, NULL);
+    return tokenize_text(m, text, len, allow_special, ids, cap, n_ids, NULL, NULL);
 }
 
 gpt2_status gpt2_tokenize_trace(const gpt2_model *m, const char *text, size_t len,
                                 int allow_special, gpt2_bpe_observer fn, void *user) {
     if (!fn) return GPT2_E_ARG;
     size_t n;
-    gpt2_status st = tokenize(m, text, len, allow_special, NULL, 0, &n, fn, user);
+    gpt2_status st = tokenize_text(m, text, len, allow_special, NULL, 0, &n, fn, user);
     return st == GPT2_E_BUFFER ? GPT2_OK : st; /* no ids were asked for */
 }
 
@@ -1559,6 +1562,9 @@ static void tokenizer_free(tokenizer *t) {
  *   q8_0  n/32 blocks of { f16 scale d; int8 q[32] }: value i of a block is d * q[i]
  * q8_0 rows meet x quantized the same way, so that the products are int8 x int8 (below).
  *
+ * The driver. matmul_rows (the end of this section) runs the tiles over a share of a
+ * matrix's rows; §4's matmul() gives each of a context's threads its share.
+ *
  * The kernel table. The few operations that take the time (dot products in tiles of up to 4
  * weight rows x 4 tokens, GELU, the exponentials of a softmax, attention's weighted sum of
  * value vectors) are reached through a table of function pointers. This section defines
@@ -1588,51 +1594,6 @@ typedef void (*dot_q8_tile_fn)(const uint8_t *w, size_t row_bytes, int nr, const
 
 enum { WT_F32, WT_F16, WT_BF16, WT_COUNT }; /* the types that meet float activations */
 
-/* ---- the other quantized formats (§D) ------------------------------------------------------
- * Files on the Hub also hold ggml's 4-, 5- and 6-bit formats, in any mix per tensor: blocks
- * of 32 numbers (q4_0, q4_1, q5_0, q5_1: a scale, maybe a minimum, small integers) and
- * "K" super-blocks of 256 (q2_K ... q6_K: 8 or 16 sub-blocks with their own quantized scales).
- * §D holds their layouts, their dequantization (bit for bit ggml's), quantizers, and dot
- * products that, like q8_0's, meet activations quantized to int8: the 32-number formats
- * read the q8_group rows of q8_0 (below), the K formats one q8k_record per 256 numbers. The
- * kernel table names the instruction set their tiles use (kq_isa). */
-enum kq_isa {
-    KQ_ISA_SCALAR = 0,
-    KQ_ISA_AVX2,        /* AVX2 + FMA + F16C */
-    KQ_ISA_AVXVNNI,     /* the same + AVX-VNNI (VEX vpdpbusd / vpdpwssd on 256 bits) */
-    KQ_ISA_AVX512,      /* AVX-512 F/BW/VL (+ AVX2, FMA, F16C) */
-    KQ_ISA_AVX512VNNI,  /* the same + AVX512_VNNI */
-    KQ_ISA_COUNT
-};
-
-/* activations for the K formats: per 256 numbers (as ggml's Q8_K) */
-typedef struct q8k_record {
-    int8_t q[256];      /* nearest(x * (-127 / m)), m the number of largest magnitude */
-    int16_t bsum[16];   /* the sums of q over each 16 numbers */
-    float d;            /* m / -127 (0 for an all-zero block) */
-    uint8_t pad[28];    /* to 320 bytes */
-} q8k_record;
-
-/* a tile as dot_tile_fn, over quantized activation rows ldx_bytes apart */
-typedef void (*kq_dot_fn)(const uint8_t *w, size_t row_bytes, int nr, const void *xq,
-                          size_t ldx_bytes, int nt, int64_t n, float *out, size_t ldo);
-
-/* file types, numbered as llama.cpp's llama_ftype (general.file_type), for the recipes */
-enum kq_ftype {
-    KQ_FT_F32 = 0, KQ_FT_F16 = 1, KQ_FT_Q4_0 = 2, KQ_FT_Q4_1 = 3, KQ_FT_Q8_0 = 7,
-    KQ_FT_Q5_0 = 8, KQ_FT_Q5_1 = 9, KQ_FT_Q2_K = 10, KQ_FT_Q3_K_M = 12, KQ_FT_Q4_K_M = 15,
-    KQ_FT_Q5_K_M = 17, KQ_FT_Q6_K = 18, KQ_FT_BF16 = 32
-};
-#define KQ_KEEP (-1) /* kq_recipe: leave the tensor as it is */
-
-static int kq_row_bytes(int type, int64_t n, size_t *out);
-static int kq_dequantize_row(int type, const uint8_t *src, int64_t n, float *out);
-static int kq_quantize_row(int type, const float *x, int64_t n, uint8_t *out);
-static bool kq_is_k(int type);
-static int kq_quantize_act(int type, const float *x, int64_t n, void *out);
-static kq_dot_fn kq_dot_for(int type, int isa);  /* the tile of a type on a path, or a lesser one */
-static int kq_recipe(int ftype, const char *tensor_name, int layer, int n_layer, int64_t rows,
-                     int64_t cols);
 
 struct kernel_table {
     const char *name;            /* as gpt2_model_info.kernels reports it */
@@ -1841,6 +1802,52 @@ static void weighted_sum_scalar(const float *v, size_t ldv, const float *p, int6
     }
 DEFINE_WEIGHTED_SUM4(weighted_sum4_scalar, weighted_sum_scalar)
 
+/* ---- the other quantized formats (§D) ------------------------------------------------------
+ * Files on the Hub also hold ggml's 4-, 5- and 6-bit formats, in any mix per tensor: blocks
+ * of 32 numbers (q4_0, q4_1, q5_0, q5_1: a scale, maybe a minimum, small integers) and
+ * "K" super-blocks of 256 (q2_K ... q6_K: 8 or 16 sub-blocks with their own quantized scales).
+ * §D holds their layouts, their dequantization (bit for bit ggml's), quantizers, and dot
+ * products that, like q8_0's, meet activations quantized to int8: the 32-number formats
+ * read the q8_group rows of q8_0 (below), the K formats one q8k_record per 256 numbers. The
+ * kernel table names the instruction set their tiles use (kq_isa). */
+enum kq_isa {
+    KQ_ISA_SCALAR = 0,
+    KQ_ISA_AVX2,        /* AVX2 + FMA + F16C */
+    KQ_ISA_AVXVNNI,     /* the same + AVX-VNNI (VEX vpdpbusd / vpdpwssd on 256 bits) */
+    KQ_ISA_AVX512,      /* AVX-512 F/BW/VL (+ AVX2, FMA, F16C) */
+    KQ_ISA_AVX512VNNI,  /* the same + AVX512_VNNI */
+    KQ_ISA_COUNT
+};
+
+/* activations for the K formats: per 256 numbers (as ggml's Q8_K) */
+typedef struct q8k_record {
+    int8_t q[256];      /* nearest(x * (-127 / m)), m the number of largest magnitude */
+    int16_t bsum[16];   /* the sums of q over each 16 numbers */
+    float d;            /* m / -127 (0 for an all-zero block) */
+    uint8_t pad[28];    /* to 320 bytes */
+} q8k_record;
+
+/* a tile as dot_tile_fn, over quantized activation rows ldx_bytes apart */
+typedef void (*kq_dot_fn)(const uint8_t *w, size_t row_bytes, int nr, const void *xq,
+                          size_t ldx_bytes, int nt, int64_t n, float *out, size_t ldo);
+
+/* file types, numbered as llama.cpp's llama_ftype (general.file_type), for the recipes */
+enum kq_ftype {
+    KQ_FT_F32 = 0, KQ_FT_F16 = 1, KQ_FT_Q4_0 = 2, KQ_FT_Q4_1 = 3, KQ_FT_Q8_0 = 7,
+    KQ_FT_Q5_0 = 8, KQ_FT_Q5_1 = 9, KQ_FT_Q2_K = 10, KQ_FT_Q3_K_M = 12, KQ_FT_Q4_K_M = 15,
+    KQ_FT_Q5_K_M = 17, KQ_FT_Q6_K = 18, KQ_FT_BF16 = 32
+};
+#define KQ_KEEP (-1) /* kq_recipe: leave the tensor as it is */
+
+static int kq_row_bytes(int type, int64_t n, size_t *out);
+static int kq_dequantize_row(int type, const uint8_t *src, int64_t n, float *out);
+static int kq_quantize_row(int type, const float *x, int64_t n, uint8_t *out);
+static bool kq_is_k(int type);
+static int kq_quantize_act(int type, const float *x, int64_t n, void *out);
+static kq_dot_fn kq_dot_for(int type, int isa);  /* the tile of a type on a path, or a lesser one */
+static int kq_recipe(int ftype, const char *tensor_name, int layer, int n_layer, int64_t rows,
+                     int64_t cols);
+
 static const kernel_table kernels_scalar = {
     "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar}, dot_q8_0_scalar, quantize_q8_scalar,
     gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar, KQ_ISA_SCALAR};
@@ -1886,7 +1893,7 @@ static void layernorm(float *out, const float *x, const float *w, const float *b
    of beam search's log-probabilities all divide by (or take the log of) this sum. top-p
    (§5) and perplexity (§4) compute theirs as Hugging Face and the definition of the loss do,
    in the order and precision those fix. */
-static float softmax_exps(const kernel_table *kt, float *x, int32_t n) {
+static float exps_and_sum(const kernel_table *kt, float *x, int32_t n) {
     float mx = -INFINITY;
     for (int32_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     return kt->exp_sum(x, n, mx);
@@ -2021,9 +2028,10 @@ static void quantize_worker(void *arg, int ith, int nth) {
  * keys and values of every token already processed, per block and head, so each new token
  * costs one pass over the weights plus a pass over the cache.
  *
- * KV cells. The cache is a set of numbered cells, each holding one token's keys and values.
- * In the usual case token at position p lives in cell p of the main cache. Beam search adds
- * an arena: each beam's generated tokens live in arena cells, and a beam attends to the
+ * KV cells. The cache is a set of numbered cells, each holding one token's keys and values;
+ * token at position p lives in cell p of the main cache, and a row attends to the cells
+ * [0, n_main) (n_main = p + 1: that bound is the causal mask). An extension, for beam search
+ * only (§6), which a first reading can skip: an arena: each beam's generated tokens live in arena cells, and a beam attends to the
  * prompt's cells plus the list of arena cells on its own history. Beams that share history
  * share cells, so reordering beams copies a few indices, never keys or values.
  * ---------------------------------------------------------------------------------------- */
@@ -2059,7 +2067,7 @@ struct gpt2_context {
     float *xn;              // (n_batch, C)  layernormed x
     float *qkv;             // (n_batch, 3C) queries | keys | values
     float *y;               // (n_batch, C)  attention output, heads concatenated
-    float *h;               // (n_batch, F)  MLP hidden layer
+    float *mlp;             // (n_batch, F)  MLP hidden layer
     q8_group *xq;           // (n_batch, q8_groups(F)) the input of a q8_0 matmul, quantized
     float *scores;          // (n_threads, 4, P) attention scores: 4 rows per thread
     float *emb;             // (2, C)        dequantized embedding rows
@@ -2120,7 +2128,7 @@ void gpt2_context_free(gpt2_context *c) {
     pool_free(c->pool);
     kv_free(&c->cache);
     kv_free(&c->arena);
-    free(c->x); free(c->xn); free(c->qkv); free(c->y); free(c->h); free(c->xq); free(c->scores);
+    free(c->x); free(c->xn); free(c->qkv); free(c->y); free(c->mlp); free(c->xq); free(c->scores);
     free(c->emb); free(c->views); free(c->logits); free(c->work); free(c->order);
     free(c->seen); free(c->seq); free(c->obs_emb); free(c->obs_attn);
     free(c);
@@ -2142,17 +2150,17 @@ gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, 
     c->n_ctx = p->n_ctx == 0 ? cf->n_ctx : p->n_ctx;
     c->n_batch = c->n_ctx < GPT2_MAX_BATCH ? c->n_ctx : GPT2_MAX_BATCH;
     c->n_threads = p->n_threads;
-    size_t B = (size_t)c->n_batch, C = (size_t)cf->n_embd, V = (size_t)cf->n_vocab;
-    c->x = alloc64(B * C * sizeof(float));
-    c->xn = alloc64(B * C * sizeof(float));
-    c->qkv = alloc64(B * 3 * C * sizeof(float));
-    c->y = alloc64(B * C * sizeof(float));
-    c->h = alloc64(B * (size_t)m->n_ff * sizeof(float));
+    size_t rows = (size_t)c->n_batch, C = (size_t)cf->n_embd, V = (size_t)cf->n_vocab;
+    c->x = alloc64(rows * C * sizeof(float));
+    c->xn = alloc64(rows * C * sizeof(float));
+    c->qkv = alloc64(rows * 3 * C * sizeof(float));
+    c->y = alloc64(rows * C * sizeof(float));
+    c->mlp = alloc64(rows * (size_t)m->n_ff * sizeof(float));
     size_t ldq = (size_t)q8_groups(m->n_ff > cf->n_embd ? m->n_ff : cf->n_embd);
-    c->xq = alloc64(B * ldq * sizeof(q8_group));
+    c->xq = alloc64(rows * ldq * sizeof(q8_group));
     c->scores = malloc((size_t)c->n_threads * 4 * (size_t)c->n_ctx * sizeof(float));
     c->emb = malloc(2 * C * sizeof(float));
-    c->views = malloc(B * sizeof *c->views);
+    c->views = malloc(rows * sizeof *c->views);
     c->logits = alloc64((size_t)LOGIT_ROWS * V * sizeof(float));
     c->work = malloc(V * sizeof(float));
     c->order = malloc(2 * V * sizeof(uint32_t));
@@ -2160,7 +2168,7 @@ gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, 
     c->seen = calloc(V, 1);
     c->seq = malloc(((size_t)c->n_ctx + 1) * sizeof(int32_t));
     c->pool = pool_new(c->n_threads);
-    if (!c->x || !c->xn || !c->qkv || !c->y || !c->h || !c->xq || !c->scores || !c->emb || !c->views ||
+    if (!c->x || !c->xn || !c->qkv || !c->y || !c->mlp || !c->xq || !c->scores || !c->emb || !c->views ||
         !c->logits || !c->work || !c->order || !c->seen || !c->seq || !c->pool ||
         !kv_alloc(&c->cache, m, c->n_ctx)) {
         gpt2_context_free(c);
@@ -2196,17 +2204,17 @@ static void matmul(gpt2_context *c, const matrix *w, const float *bias, const fl
 /* ---- attention ------------------------------------------------------------------------- */
 
 /* One head of causal self-attention for one query, the plain way: q (HS) is compared with the
-   n keys K (n, HS) of the cells it may see (its own and every earlier one: never a later
-   one, which is the causal mask), the scores q.k / sqrt(HS) go through a softmax, and y (HS)
-   is the sum of the n values V (n, HS) weighted by them. scores holds n floats. The tiled
+   n keys (n, HS) of the cells it may see (its own and every earlier one: never a later one,
+   which is the causal mask), the scores q.k / sqrt(HS) go through a softmax, and y (HS) is
+   the sum of the n values (n, HS) weighted by them. scores holds n floats. The tiled
    attention below computes the same for many queries and heads at once; the tests compare
    the two on every kernel path. */
-REFERENCE static void attention_head_reference(float *y, const float *q, const float *K, const float *V,
+REFERENCE static void attention_head_reference(float *y, const float *q, const float *keys, const float *values,
                                      int32_t n, int HS, float *scores) {
     float mx = -INFINITY;
     for (int32_t j = 0; j < n; j++) {                       // a score for every visible key
         float s = 0.0f;
-        for (int i = 0; i < HS; i++) s += q[i] * K[(size_t)j * (size_t)HS + (size_t)i];
+        for (int i = 0; i < HS; i++) s += q[i] * keys[(size_t)j * (size_t)HS + (size_t)i];
         scores[j] = s / sqrtf((float)HS);
         mx = scores[j] > mx ? scores[j] : mx;
     }
@@ -2217,7 +2225,7 @@ REFERENCE static void attention_head_reference(float *y, const float *q, const f
     }
     for (int i = 0; i < HS; i++) y[i] = 0.0f;
     for (int32_t j = 0; j < n; j++)                         // the weighted sum of the values
-        for (int i = 0; i < HS; i++) y[i] += scores[j] / sum * V[(size_t)j * (size_t)HS + (size_t)i];
+        for (int i = 0; i < HS; i++) y[i] += scores[j] / sum * values[(size_t)j * (size_t)HS + (size_t)i];
 }
 
 typedef struct {
@@ -2226,10 +2234,11 @@ typedef struct {
     int T;
 } attn_task;
 
-/* softmax(scores / sqrt(HS)) over n entries, in place */
-static void attention_softmax(const kernel_table *kt, float *scores, int32_t n, float scale) {
-    for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / scale;
-    float sum = softmax_exps(kt, scores, n);
+/* softmax(scores / sqrt(HS)) over n entries, in place (divided by sqrt(HS), as Hugging Face
+   does it: multiplying by 1 / sqrt(HS) would round differently) */
+static void attention_softmax(const kernel_table *kt, float *scores, int32_t n, float sqrt_hs) {
+    for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / sqrt_hs;
+    float sum = exps_and_sum(kt, scores, n);
     for (int32_t j = 0; j < n; j++) scores[j] = scores[j] / sum;
 }
 
@@ -2351,6 +2360,19 @@ static void report(gpt2_context *c, gpt2_stage stage, int layer, int32_t pos0, i
     c->observer(c->observer_user, &a);
 }
 
+/* the rows of wte and wpe the pass added, then their sum (already in c->x) */
+static void report_embeddings(gpt2_context *c, const int32_t *ids, int T, int32_t pos0) {
+    const gpt2_model *m = c->m;
+    const size_t C = (size_t)m->cfg.n_embd;
+    for (int t = 0; t < T; t++) {
+        dequantize_row(&m->wte, ids[t], c->obs_emb + (size_t)t * C);                   // (T, C)
+        dequantize_row(&m->wpe, c->views[t].pos, c->obs_emb + ((size_t)T + t) * C);   // (T, C)
+    }
+    report(c, GPT2_STAGE_TOKEN_EMBEDDING, -1, pos0, T, (int)C, 0, c->obs_emb);
+    report(c, GPT2_STAGE_POSITION_EMBEDDING, -1, pos0, T, (int)C, 0, c->obs_emb + (size_t)T * C);
+    report(c, GPT2_STAGE_EMBEDDING, -1, pos0, T, (int)C, 0, c->x);
+}
+
 gpt2_status gpt2_context_set_observer(gpt2_context *c, gpt2_observer fn, void *user) {
     if (!c) return GPT2_E_ARG;
     if (fn && (!c->obs_emb || !c->obs_attn)) {
@@ -2383,25 +2405,20 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
     const gpt2_config *cf = &m->cfg;
     const int C = cf->n_embd, NH = cf->n_head, HS = C / NH;
     const row_view *views = c->views;
-    float *x = c->x, *xn = c->xn, *qkv = c->qkv, *y = c->y, *h = c->h;
+    float *x = c->x, *xn = c->xn, *qkv = c->qkv, *y = c->y, *mlp = c->mlp;
 
-    const bool obs = c->observing;
+    const bool obs = c->observing;   /* gpt2_eval with an observer: show each stage */
     const int32_t pos0 = views[0].pos;
     c->obs_n = pos0 + T;
 
     /* token embedding + position embedding */
     for (int t = 0; t < T; t++) {
-        float *te = obs ? c->obs_emb + (size_t)t * C : c->emb;
-        float *pe = obs ? c->obs_emb + ((size_t)T + t) * C : c->emb + C;
+        float *te = c->emb, *pe = c->emb + C;
         dequantize_row(&m->wte, ids[t], te);
         dequantize_row(&m->wpe, views[t].pos, pe);
         for (int i = 0; i < C; i++) x[(size_t)t * C + i] = te[i] + pe[i];   // (T, C)
     }
-    if (obs) {
-        report(c, GPT2_STAGE_TOKEN_EMBEDDING, -1, pos0, T, C, 0, c->obs_emb);
-        report(c, GPT2_STAGE_POSITION_EMBEDDING, -1, pos0, T, C, 0, c->obs_emb + (size_t)T * C);
-        report(c, GPT2_STAGE_EMBEDDING, -1, pos0, T, C, 0, x);
-    }
+    if (obs) report_embeddings(c, ids, T, pos0);
 
     for (int l = 0; l < cf->n_layer; l++) {
         const block_weights *b = &m->blocks[l];
@@ -2413,10 +2430,10 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
             const row_view *rv = &views[t];
             const kv_store *s = rv->dst_arena >= 0 ? &c->arena : &c->cache;
             int32_t cell = rv->dst_arena >= 0 ? rv->dst_arena : rv->pos;
-            for (int hd = 0; hd < NH; hd++) {
-                memcpy(kv_row(s, s->k, cf, l, hd, cell), qkv + (size_t)t * 3 * C + C + (size_t)hd * HS,
+            for (int h = 0; h < NH; h++) {
+                memcpy(kv_row(s, s->k, cf, l, h, cell), qkv + (size_t)t * 3 * C + C + (size_t)h * HS,
                        (size_t)HS * sizeof(float));
-                memcpy(kv_row(s, s->v, cf, l, hd, cell), qkv + (size_t)t * 3 * C + 2 * C + (size_t)hd * HS,
+                memcpy(kv_row(s, s->v, cf, l, h, cell), qkv + (size_t)t * 3 * C + 2 * C + (size_t)h * HS,
                        (size_t)HS * sizeof(float));
             }
         }
@@ -2426,8 +2443,8 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
 
         /* MLP: ln2 -> fc -> gelu -> proj */
         layernorm_rows(c, xn, x, b->ln2_w, b->ln2_b, 0, T);                         // (T, C)
-        matmul(c, &b->fc, b->fc_b, xn, T, h, EPI_GELU);                             // (T, F)
-        matmul(c, &b->proj, b->proj_b, h, T, x, EPI_ADD);                           // x += (T, C)
+        matmul(c, &b->fc, b->fc_b, xn, T, mlp, EPI_GELU);                             // (T, F)
+        matmul(c, &b->proj, b->proj_b, mlp, T, x, EPI_ADD);                           // x += (T, C)
         if (obs) {
             report(c, GPT2_STAGE_ATTENTION, l, pos0, NH, T, pos0 + T, c->obs_attn);
             report(c, GPT2_STAGE_BLOCK_OUTPUT, l, pos0, T, C, 0, x);
@@ -2516,7 +2533,7 @@ gpt2_status gpt2_logit_lens(gpt2_context *c, const float *x, size_t n, float *lo
 }
 
 /* log-sum-exp of a row, in double: the loss is a difference of two large numbers, so it is
-   summed in double rather than through softmax_exps' float lanes */
+   summed in double rather than through exps_and_sum' float lanes */
 static double logsumexp(const float *x, int32_t n) {
     float mx = -INFINITY;
     for (int32_t i = 0; i < n; i++)
@@ -2803,7 +2820,7 @@ static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-
 static int32_t sample(const kernel_table *kt, const float *logits, int32_t V, rng *r, float *probs) {
     if (logits[argmax(logits, V)] == -INFINITY) return 0; /* nothing survived: cannot happen */
     memcpy(probs, logits, (size_t)V * sizeof *probs);
-    double total = softmax_exps(kt, probs, V); /* removed tokens: exp(-inf) = 0 */
+    double total = exps_and_sum(kt, probs, V); /* removed tokens: exp(-inf) = 0 */
     double u = rng_uniform(r) * total, cum = 0;
     int32_t last = 0;
     for (int32_t i = 0; i < V; i++) {
@@ -2820,7 +2837,7 @@ static int32_t sample(const kernel_table *kt, const float *logits, int32_t V, rn
 static void log_softmax(const kernel_table *kt, float *x, int32_t n, float *scratch) {
     float mx = x[argmax(x, n)];
     memcpy(scratch, x, (size_t)n * sizeof *x);
-    float log_sum = logf(softmax_exps(kt, scratch, n));
+    float log_sum = logf(exps_and_sum(kt, scratch, n));
     for (int32_t i = 0; i < n; i++) x[i] = (x[i] - mx) - log_sum;
 }
 
@@ -3189,10 +3206,10 @@ typedef struct {
 typedef struct {
     float score;
     int32_t beam, token;
-} candidate;
+} beam_cand;
 
-/* better candidate: higher score; ties: lower flat index (beam * V + token) */
-static bool cand_better(const candidate *a, const candidate *b, int32_t V) {
+/* better beam_cand: higher score; ties: lower flat index (beam * V + token) */
+static bool beam_cand_better(const beam_cand *a, const beam_cand *b, int32_t V) {
     if (a->score != b->score) return a->score > b->score;
     return (int64_t)a->beam * V + a->token < (int64_t)b->beam * V + b->token;
 }
@@ -3212,7 +3229,7 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
     }
     /* memory: B beams (two generations), the arena, logits for B rows, the finished list */
     beam *cur = calloc((size_t)B, sizeof *cur), *nxt = calloc((size_t)B, sizeof *nxt);
-    candidate *cands = malloc(2 * (size_t)B * sizeof *cands);
+    beam_cand *cands = malloc(2 * (size_t)B * sizeof *cands);
     int32_t *seq = malloc(((size_t)P + (size_t)N + 1) * sizeof *seq);
     int32_t *ids = malloc((size_t)B * sizeof *ids);
     hyp_list fin = {calloc((size_t)B + 1, sizeof(hypothesis)), 0, B, 1e9};
@@ -3280,10 +3297,10 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
                                    ps.seen);
             }
             for (int32_t v = 0; v < V; v++) {
-                candidate cd = {row[v] + cur[b].score, b, v};
-                if (n_c == 2 * B && !cand_better(&cd, &cands[n_c - 1], V)) continue;
+                beam_cand cd = {row[v] + cur[b].score, b, v};
+                if (n_c == 2 * B && !beam_cand_better(&cd, &cands[n_c - 1], V)) continue;
                 int i = n_c < 2 * B ? n_c++ : n_c - 1; /* insertion into the sorted top 2B */
-                while (i > 0 && cand_better(&cd, &cands[i - 1], V)) {
+                while (i > 0 && beam_cand_better(&cd, &cands[i - 1], V)) {
                     cands[i] = cands[i - 1];
                     i--;
                 }
@@ -3293,7 +3310,7 @@ static gpt2_status beam_search(gpt2_context *c, size_t n_prompt, const gpt2_gene
         /* walk the candidates: eos finishes a hypothesis, the rest become beams */
         int32_t nb = 0, n_fin = 0;
         for (int rank = 0; rank < n_c && nb < B; rank++) {
-            const candidate *cd = &cands[rank];
+            const beam_cand *cd = &cands[rank];
             const beam *src = &cur[cd->beam];
             if (p->eos_id >= 0 && cd->token == p->eos_id) {
                 if (rank >= B) continue;
@@ -5209,7 +5226,7 @@ KQ_DEFINE_DOT_SCALAR(kq_dot_q6_k_scalar, GPT2_TYPE_Q6_K, kq_dot1_k, q8k_record)
  * ==========================================================================================
  * Every type minimises the plain squared error of its block (the measure the RMSE is taken
  * in). Per group of numbers that share a scale:
- *   - a grid of candidate scales (the largest number mapped near each end of the integer
+ *   - a grid of beam_cand scales (the largest number mapped near each end of the integer
  *     range), each rounded to integers and refitted by least squares, the best kept, then a
  *     few rounds of re-rounding and refitting (Lloyd iterations);
  * then, for the K-quants, the per-group scales are quantized against a super-block scale,

@@ -4472,6 +4472,29 @@ static int tensor_layer(const gguf_tensor *t) {
     return l;
 }
 
+/* rows [r0, r0 + n) of w, decoded and encoded as `type` into out (out_row bytes each);
+   thread ith decodes into its own row of work */
+#define QUANT_ROWS 256
+typedef struct {
+    const matrix *w;
+    int64_t r0, n;
+    gpt2_type type;
+    size_t out_row;
+    uint8_t *out;
+    float *work;
+} requant_task;
+
+static void requant_worker(void *arg, int ith, int nth) {
+    requant_task *a = arg;
+    float *row = a->work + (size_t)ith * ((size_t)a->w->cols + 1);
+    int64_t lo, hi;
+    split_range(a->n, 1, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++) {
+        dequantize_row(a->w, a->r0 + r, row);
+        quantize_row(row, a->w->cols, a->type, a->out + (size_t)r * a->out_row);
+    }
+}
+
 /* Rewrites in_path as out_path. With recipe >= 0 (an index in recipes[]) each tensor gets
    llama.cpp's type for it; otherwise every 2-D tensor becomes `type`. */
 static gpt2_status quantize_file(const char *in_path, const char *out_path, int recipe,
@@ -4510,11 +4533,17 @@ static gpt2_status quantize_file(const char *in_path, const char *out_path, int 
         types[i] = (uint32_t)want;
         if ((int64_t)t->ne[0] > max_cols) max_cols = (int64_t)t->ne[0];
     }
-    row = malloc(((size_t)max_cols + 1) * sizeof(float));
-    uint8_t *qrow = malloc(((size_t)max_cols + 1) * sizeof(float));
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int n_workers = cpus > 1 ? (int)(cpus > 64 ? 64 : cpus) : 1;
+    pool *workers = n_workers > 1 ? pool_new(n_workers) : NULL;
+    uint8_t *batch = malloc((size_t)QUANT_ROWS * ((size_t)max_cols + 1) * sizeof(float)); /* out rows */
+    row = malloc((size_t)n_workers * ((size_t)max_cols + 1) * sizeof(float)); /* one float row a thread */
+    float *work = row;
+    uint8_t *qrow = batch;
     char *tmp = NULL;
-    if (!row || !qrow) {
-        free(qrow);
+    if (!row || !batch) {
+        free(batch);
+        pool_free(workers);
         s = fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");
         goto done;
     }
@@ -4522,6 +4551,7 @@ static gpt2_status quantize_file(const char *in_path, const char *out_path, int 
     s = create_beside(out_path, &f, &tmp, err, err_len);
     if (s) {
         free(qrow);
+        pool_free(workers);
         goto done;
     }
     /* llama.cpp's general.file_type numbering */
@@ -4560,10 +4590,14 @@ static gpt2_status quantize_file(const char *in_path, const char *out_path, int 
             matrix w = {t->data, (gpt2_type)t->type, (int64_t)t->ne[1], (int64_t)t->ne[0],
                         (size_t)(t->nbytes / t->ne[1])};
             size_t out_row = (size_t)(sizes[i] / t->ne[1]);
-            for (int64_t r = 0; ok && r < w.rows; r++) {
-                dequantize_row(&w, r, row);
-                quantize_row(row, w.cols, (gpt2_type)types[i], qrow);
-                ok = write_all(f, qrow, out_row);
+            /* QUANT_ROWS rows at a time, split over the threads (each row on its own, so
+               the bytes do not depend on the split), then written in order */
+            for (int64_t r = 0; ok && r < w.rows; r += QUANT_ROWS) {
+                int64_t nr = w.rows - r < QUANT_ROWS ? w.rows - r : QUANT_ROWS;
+                requant_task rq = {&w, r, nr, (gpt2_type)types[i], out_row, batch, work};
+                if (workers) pool_run(workers, requant_worker, &rq);
+                else requant_worker(&rq, 0, 1);
+                ok = write_all(f, batch, (size_t)nr * out_row);
             }
         }
         ok = ok && write_pad(f, sizes[i], g->alignment);
@@ -4576,6 +4610,7 @@ static gpt2_status quantize_file(const char *in_path, const char *out_path, int 
     }
     free(qrow);
     free(tmp);
+    pool_free(workers);
 done:
     free(types);
     free(sizes);

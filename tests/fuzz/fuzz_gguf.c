@@ -7,9 +7,9 @@
  * generating two tokens, so that a loader which accepts an inconsistent file shows up as a
  * sanitizer report further down the pipeline.
  *
- * The kernel path (GPT2_KERNELS) is chosen from the input's size among the paths this CPU
- * runs: the SIMD kernels and their scalar reference all meet odd shapes, and an input
- * always takes the same path, so a crash reproduces.
+ * An image that loads is loaded and used once on each kernel path this CPU runs
+ * (GPT2_KERNELS), so that the SIMD kernels and their scalar reference all meet its odd
+ * shapes; GPT2_FUZZ_KERNELS=name keeps one path.
  */
 #include "fuzz_common.h"
 
@@ -117,6 +117,17 @@ static void exercise(const gpt2_model *m) {
     s = gpt2_generate(c, four, 1, &gp, out, 4, &n_out, NULL, NULL);
     FUZZ_CHECK((s == GPT2_OK || s == GPT2_E_CONTEXT_FULL) && n_out <= 2, "greedy: status %d", s);
     check_ids(out, n_out, cf.n_vocab);
+    /* beam search: 2 beams, both hypotheses back, each followed by -1 */
+    gp.num_beams = 2;
+    gp.num_return_sequences = 2;
+    int32_t hyp[8];
+    s = gpt2_generate(c, four, 1, &gp, hyp, 8, &n_out, NULL, NULL);
+    FUZZ_CHECK(s == GPT2_OK || s == GPT2_E_CONTEXT_FULL || s == GPT2_E_NOMEM, "beams: status %d", s);
+    if (s == GPT2_OK) {
+        FUZZ_CHECK(n_out <= 8, "beams: %zu ids", n_out);
+        for (size_t i = 0; i < n_out; i++)
+            FUZZ_CHECK(hyp[i] == -1 || (hyp[i] >= 0 && hyp[i] < cf.n_vocab), "beam id %d", hyp[i]);
+    }
     gpt2_context_free(c);
 }
 
@@ -124,21 +135,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *img = malloc(size ? size : 1);
     FUZZ_CHECK(img != NULL && ((uintptr_t)img & 7) == 0, "an aligned copy");
     if (size) memcpy(img, data, size);
-    setenv("GPT2_KERNELS", paths[size % n_paths], 1);
-    gpt2_model *m = NULL;
-    char err[256];
-    memset(err, 'x', sizeof err);
-    gpt2_status s = gpt2_load_from_buffer(img, size, &m, err, sizeof err);
-    if (s == GPT2_OK) {
+    /* the first path decides whether it loads (parsing does not depend on the path) */
+    for (size_t p = 0; p < n_paths; p++) {
+        setenv("GPT2_KERNELS", paths[p], 1);
+        gpt2_model *m = NULL;
+        char err[256];
+        memset(err, 'x', sizeof err);
+        gpt2_status s = gpt2_load_from_buffer(img, size, &m, err, sizeof err);
+        if (s != GPT2_OK) {
+            FUZZ_CHECK(p == 0, "loads on %s, not on %s: %s", paths[0], paths[p], err);
+            FUZZ_CHECK(m == NULL, "status %d, yet a model", s);
+            FUZZ_CHECK(s == GPT2_E_FORMAT || s == GPT2_E_UNSUPPORTED || s == GPT2_E_NOMEM,
+                       "a bad image gives status %d", s);
+            FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0', "no reason given");
+            break;
+        }
         FUZZ_CHECK(m != NULL, "GPT2_OK without a model");
         exercise(m);
-    } else {
-        FUZZ_CHECK(m == NULL, "status %d, yet a model", s);
-        FUZZ_CHECK(s == GPT2_E_FORMAT || s == GPT2_E_UNSUPPORTED || s == GPT2_E_NOMEM,
-                   "a bad image gives status %d", s);
-        FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0', "no reason given");
+        gpt2_free(m);
     }
-    gpt2_free(m);
     free(img);
     return 0;
 }

@@ -28,7 +28,7 @@ INCDIR  := $(PREFIX)/include
 LIBDIR  := $(PREFIX)/lib
 
 .PHONY: all test test-fast test-asan test-tsan test-examples test-install bench run clean \
-        fixtures examples install uninstall
+        fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds
 
 all: build/libgpt2.a build/libgpt2.so build/gpt2
 
@@ -179,6 +179,57 @@ build/tsan/%: tests/%.c tests/common.h tests/gguf_builder.h src/gpt2.c include/g
 test-tsan: $(FIXTURES) build/tsan/test_forward build/tsan/test_decode
 	@set -e; for t in test_forward test_decode; do echo "== $$t (tsan)"; \
 	  TSAN_OPTIONS=halt_on_error=1 build/tsan/$$t; done
+
+# ---- fuzzing (libFuzzer; needs clang) -------------------------------------------------------
+# Every tests/fuzz/fuzz_*.c is a target. `make fuzz` builds them all and runs each for FUZZ_S
+# seconds, one after another, at the lowest priority: its corpus grows in build/fuzz/<target>
+# (seeded from tests/fuzz/corpus/<target>, which is only read), crashes go to
+# build/fuzz/artifacts. tests/fuzz/<target>.dict, when present, is its dictionary.
+# FUZZ_SAN picks the sanitizers (FUZZ_SAN=undefined: UBSan alone); FUZZ_ARGS adds options.
+# A crash is replayed with: build/fuzz/bin/address-undefined/<target> <artifact>
+FUZZ_CC      ?= clang
+FUZZ_S       ?= 60
+FUZZ_SAN     ?= address,undefined
+FUZZ_ARGS    ?=
+FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fno-sanitize-recover=all
+FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
+fuzz_comma   := ,
+FUZZ_BIN     := build/fuzz/bin/$(subst $(fuzz_comma),-,$(FUZZ_SAN))
+
+$(FUZZ_BIN)/gpt2.o: src/gpt2.c include/gpt2.h src/unicode_tables.h
+	@mkdir -p $(FUZZ_BIN)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) $(WARN) -c $< -o $@
+
+$(FUZZ_BIN)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_BIN)/gpt2.o
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $(WARN) $< $(FUZZ_BIN)/gpt2.o $(LDLIBS) -o $@
+
+fuzz-build: $(addprefix $(FUZZ_BIN)/,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build build/fixtures/tiny.gguf
+	@mkdir -p build/fuzz/artifacts
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== $$t ($(FUZZ_S) s, $(FUZZ_SAN))"; mkdir -p build/fuzz/$$t; \
+	  dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	  seeds=; [ -d tests/fuzz/corpus/$$t ] && seeds=tests/fuzz/corpus/$$t; \
+	  ASAN_OPTIONS=detect_leaks=1:$${ASAN_OPTIONS:-} nice -n 19 $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_S) \
+	    -print_final_stats=1 -artifact_prefix=build/fuzz/artifacts/$$t- $$dict $(FUZZ_ARGS) \
+	    build/fuzz/$$t $$seeds 2>build/fuzz/$$t.log \
+	    || { tail -n 60 build/fuzz/$$t.log; echo "$$t: FAILED (log: build/fuzz/$$t.log)"; exit 1; }; \
+	  grep -E '^#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|new_units_added|peak_rss)' \
+	    build/fuzz/$$t.log || true; \
+	done; echo "fuzz: $(words $(FUZZ_TARGETS)) passed, 0 failed"
+
+# a short run of every target (CI calls it when clang is there)
+fuzz-smoke:
+	@$(MAKE) -s fuzz FUZZ_S=20
+
+# regenerates tests/fuzz/corpus/ (small synthetic GGUF images, texts and id arrays)
+build/fuzz/make_seeds: tests/fuzz/make_seeds.c tests/gguf_builder.h tests/common.h
+	@mkdir -p build/fuzz
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-unused-function $< -o $@
+
+fuzz-seeds: build/fuzz/make_seeds build/fixtures/tiny.gguf
+	build/fuzz/make_seeds tests/fuzz/corpus build/fixtures/tiny.gguf
 
 # ---- benchmarks and a demo ------------------------------------------------------------------
 

@@ -688,6 +688,11 @@ static gpt2_status load_weights(gpt2_model *m, char *err, size_t err_len) {
     gpt2_status s;
     /* 1-D tensors: 4 per block of C, one of 3C, one of F, plus the final norm */
     size_t n_vec = (size_t)L * (size_t)(7 * C + 3 * C + F) + 2 * (size_t)C;
+    /* each of those numbers takes at least a byte of the file: a config that needs more is
+       refused before anything is allocated for it (a few header bytes could ask for GBs) */
+    if ((uint64_t)n_vec > m->file_size)
+        return fail_with(GPT2_E_FORMAT, err, err_len, "%lld blocks of width %lld (feed-forward %lld) "
+                         "do not fit in the file", (long long)L, (long long)C, (long long)F);
     m->owned_f32 = malloc(n_vec * sizeof(float));
     m->blocks = calloc((size_t)L, sizeof *m->blocks);
     if (!m->owned_f32 || !m->blocks) return fail_with(GPT2_E_NOMEM, err, err_len, "out of memory");

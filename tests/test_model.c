@@ -6,6 +6,8 @@
 #include "../src/gpt2.c" /* first: it sets the POSIX feature level for the system headers */
 
 #include <setjmp.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -323,6 +325,49 @@ static void test_hostile_counts(void **state) {
     assert_int_equal(patched_u32(0, 0x46554748u), GPT2_E_FORMAT);
 }
 
+/* A config far larger than the file (seen while writing tests/fuzz/fuzz_gguf.c): 1024 blocks
+   of width 65536 in a 74 KB file. It must be refused as a format error before anything is
+   allocated for it: the loader used to ask for 3.7 GB of 1-D weights first, so that with a
+   limit on memory the answer was "out of memory" instead of what is wrong. */
+static gpt2_status load_config_too_large(char *err, size_t err_len) {
+    gb_layout lay;
+    wbuf w = gb_build(&tiny, &lay);
+    wb_put_u32(&w, lay.kv_type[4] + 4, 65536);  /* gpt2.embedding_length */
+    wb_put_u32(&w, lay.kv_type[5] + 4, 262144); /* gpt2.feed_forward_length */
+    wb_put_u32(&w, lay.kv_type[6] + 4, 1024);   /* gpt2.block_count */
+    gpt2_status s = load_image_copy(w.buf, w.len, err, err_len);
+    free(w.buf);
+    return s;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+static void test_config_larger_than_file(void **state) {
+    (void)state;
+    char err[256] = "";
+    assert_int_equal(load_config_too_large(err, sizeof err), GPT2_E_FORMAT);
+    assert_non_null(strstr(err, "do not fit in the file"));
+#ifndef UNDER_ASAN /* ASan reserves terabytes of address space: no limit can be set under it */
+    /* the same with 1 GB of address space, in a child process */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {(rlim_t)1 << 30, (rlim_t)1 << 30};
+        setrlimit(RLIMIT_AS, &rl);
+        _exit(load_config_too_large(NULL, 0) == GPT2_E_FORMAT ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+#endif
+}
+
 static void test_not_gpt2(void **state) {
     (void)state;
     gb_layout lay;
@@ -349,6 +394,7 @@ int main(void) {
         cmocka_unit_test(test_byte_flips),
         cmocka_unit_test(test_hostile_counts),
         cmocka_unit_test(test_not_gpt2),
+        cmocka_unit_test(test_config_larger_than_file),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

@@ -200,7 +200,7 @@ $(FUZZ_BIN)/gpt2.o: src/gpt2.c include/gpt2.h src/unicode_tables.h
 	@mkdir -p $(FUZZ_BIN)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) $(WARN) -c $< -o $@
 
-$(FUZZ_BIN)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_BIN)/gpt2.o
+$(FUZZ_BIN)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h src/main.c $(FUZZ_BIN)/gpt2.o
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $(WARN) $< $(FUZZ_BIN)/gpt2.o $(LDLIBS) -o $@
 
 fuzz-build: $(addprefix $(FUZZ_BIN)/,$(FUZZ_TARGETS))

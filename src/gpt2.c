@@ -2930,7 +2930,8 @@ static size_t utf8_unfinished_tail(const uint8_t *s, size_t n) {
 
 /* hands the first n held bytes to emit and drops them; emit's nonzero answer is returned */
 static int stream_emit(gpt2_text_stream *ts, size_t n, gpt2_on_text emit, void *user) {
-    int r = n && emit ? emit(user, ts->buf, n) : 0;
+    if (n == 0) return 0;
+    int r = emit ? emit(user, ts->buf, n) : 0;
     memmove(ts->buf, ts->buf + n, ts->len - n);
     ts->len -= n;
     return r;
@@ -2939,7 +2940,7 @@ static int stream_emit(gpt2_text_stream *ts, size_t n, gpt2_on_text emit, void *
 int gpt2_text_stream_push(gpt2_text_stream *ts, const char *bytes, size_t len, gpt2_on_text emit,
                           void *user) {
     if (!ts || ts->stopped) return 1;
-    if (!bytes && len) return 0;
+    if (!bytes || !len) return 0; /* nothing new: nothing can complete */
     if (ts->len + len > ts->cap) {
         size_t cap = (ts->len + len) * 2 + 64;
         char *b = realloc(ts->buf, cap);
@@ -4686,7 +4687,7 @@ gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s) {
     if (n_threads < 1 || n_threads > 256 || !gb_per_s) return GPT2_E_ARG;
     size_t n = (size_t)64 << 20; /* 256 MB of floats, cache-line aligned (a straddling load
                                       reads two lines and halves the figure) */
-    float *buf = aligned_alloc(64, n * sizeof(float));
+    float *buf = alloc64(n * sizeof(float));
     pool *p = pool_new(n_threads);
     if (!buf || !p) {
         free(buf);

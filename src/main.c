@@ -78,6 +78,13 @@ typedef struct {
     bool failed;
 } parser;
 
+/* An error is one line: control characters that came from the arguments (a newline in a
+   file name, say) are shown as '?'. */
+static void one_line(char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
+}
+
 /* the first error wins; everything after it is skipped by the callers' checks */
 static void fail(parser *p, const char *fmt, ...) {
     if (p->failed) return;
@@ -86,6 +93,7 @@ static void fail(parser *p, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(p->err, p->err_len, fmt, ap);
     va_end(ap);
+    if (p->err_len) one_line(p->err);
 }
 
 /* the value after a flag ("" after an error) */
@@ -453,13 +461,14 @@ static int cli_parse(int argc, char **argv, cli_opts *o, char *err, size_t err_l
  * ======================================================================================== */
 
 _Noreturn static void die(int code, const char *fmt, ...) {
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    fflush(stdout);
-    fputs("gpt2: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    one_line(msg);
+    fflush(stdout);
+    fprintf(stderr, "gpt2: error: %s\n", msg);
     exit(code);
 }
 

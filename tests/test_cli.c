@@ -185,6 +185,9 @@ static void test_errors_are_one_line(void **state) {
     expect_error(run(M " -p ''"), 1, "empty");
     expect_error(run(M), 2, "no prompt");
     expect_error(run("frobnicate"), 2, "frobnicate");
+    /* a newline in an argument does not make the error two lines */
+    expect_error(run("\"$(printf 'frob\\nnicate')\""), 2, "frob?nicate");
+    expect_error(run("-m \"$(printf 'no/such\\nmodel.gguf')\" -p hi"), 1, "no/such?model.gguf");
     expect_error(run(M " tokenize hello"), 2, "the command comes first: gpt2 tokenize");
     assert_int_equal(system("printf 'abc\\377def' > build/tests/cli.bad"), 0);
     expect_error(run(M " -f build/tests/cli.bad"), 1, "UTF-8");

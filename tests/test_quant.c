@@ -178,7 +178,7 @@ static void test_quant_tiles(void **state) {
             }
             size_t ldq = kq_is_k((int)types[ti]) ? (size_t)(n / 256) * sizeof(q8k_record)
                                                   : (size_t)q8_groups(n) * sizeof(q8_group);
-            uint8_t *xq = aligned_alloc(64, 4 * ldq);
+            uint8_t *xq = alloc64(4 * ldq);
             for (int t = 0; t < 4; t++) {
                 for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * 3.0f - (float)t * 0.1f;
                 assert_int_equal(kq_quantize_act((int)types[ti], v, n, xq + (size_t)t * ldq), 0);
@@ -295,7 +295,7 @@ static void test_hostile_quant_files(void **state) {
     (void)state;
     size_t len;
     char *img = read_all(DATA "quant/public-mix.gguf", &len);
-    char *buf = aligned_alloc(64, len + 64);
+    char *buf = alloc64(len + 64);
     gpt2_model *m = NULL;
     char err[256];
     /* cut anywhere in the tensor data: the tensor that no longer fits is named */

@@ -96,7 +96,11 @@ uninstall:
 build/main.o: src/main.c include/gpt2.h | build/.dirs
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
 
-build/gpt2: build/main.o build/libgpt2.a
+# gpt2 explain: part of the tool only, built on the public API
+build/explain.o: src/explain.c include/gpt2.h | build/.dirs
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+
+build/gpt2: build/main.o build/explain.o build/libgpt2.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
 build/.dirs:
@@ -135,7 +139,7 @@ build/asan/libgpt2.a: build/asan/gpt2.o
 build/asan/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) build/asan/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) -Wno-unused-function $< build/asan/libgpt2.a -lcmocka $(LDLIBS) -o $@
 
-build/asan/gpt2: src/main.c build/asan/libgpt2.a | build/.dirs
+build/asan/gpt2: src/main.c src/explain.c build/asan/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) $^ $(LDLIBS) -o $@
 
 # `make test`: the suites, the converter's tests, then the suites again under ASan + UBSan.

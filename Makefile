@@ -27,7 +27,7 @@ BINDIR  := $(PREFIX)/bin
 INCDIR  := $(PREFIX)/include
 LIBDIR  := $(PREFIX)/lib
 
-.PHONY: all test test-fast test-asan test-tsan test-examples test-install bench run clean \
+.PHONY: all test test-fast test-asan test-tsan test-examples test-install test-explain-html bench run clean \
         fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds
 
 all: build/libgpt2.a build/libgpt2.so build/gpt2
@@ -156,7 +156,7 @@ test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 	@rm -f build/tests/paths-run.txt
 	@set -e; for t in $(TESTS); do echo "== $$t"; GPT2_BIN=build/gpt2 build/tests/$$t; done
 	@echo "== converter (python)"; $(PYTHON) tests/test_convert.py
-	@$(MAKE) -s test-examples test-install
+	@$(MAKE) -s test-examples test-install test-explain-html
 	@scripts/paths_covered.sh build/tests/paths-run.txt
 
 test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
@@ -170,6 +170,11 @@ test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
 test-examples: examples $(FIXTURES)
 	@echo "== examples (static and shared)"
 	@sh tests/test_examples.sh build/examples build/fixtures/tiny.gguf
+
+# gpt2 explain --html rendered by a real browser (chromium, headless); fails without one
+test-explain-html: build/gpt2 build/fixtures/tiny.gguf
+	@echo "== gpt2 explain --html in chromium"
+	@sh tests/test_explain_html.sh build/gpt2 build/fixtures/tiny.gguf
 
 test-install: all
 	@echo "== make install into a scratch DESTDIR, pkg-config, uninstall"

@@ -141,25 +141,25 @@ static const char *const messages[M_COUNT][2] = {
     [M_TOPP] = {"top-p", "top-p"},
     [M_KEPT] = {"tokens kept", "남은 토큰"},
     [M_REMOVED] = {"removed", "제거됨"},
-    [M_NOFILTER] = {"no filter is on (greedy decoding applies only the repetition penalty)",
-                    "켜진 필터가 없습니다 (그리디 디코딩은 반복 페널티만 적용)"},
+    [M_NOFILTER] = {"No filter is on (greedy decoding applies only the repetition penalty)",
+                    "켜진 필터가 없습니다 (그리디 디코딩은 반복 페널티만 적용)."},
     [M_GREEDY] = {"greedy", "그리디"},
-    [M_GREEDY_EXPL] = {"greedy decoding takes the most likely token (after the repetition "
-                       "penalty; temperature, top-k and top-p do not apply)",
+    [M_GREEDY_EXPL] = {"Greedy decoding takes the most likely token (after the repetition "
+                       "penalty; temperature, top-k and top-p do not apply).",
                        "그리디 디코딩은 가장 확률이 높은 토큰을 고릅니다 (반복 페널티 적용 후; "
-                       "온도, top-k, top-p는 적용되지 않음)"},
+                       "온도, top-k, top-p는 적용되지 않음)."},
     [M_SAMPLE] = {"sampling", "샘플링"},
-    [M_SAMPLE_OFF] = {"sampling is off (--temp 0): the pick is greedy's",
+    [M_SAMPLE_OFF] = {"Sampling is off (--temp 0): the pick is greedy's.",
                       "샘플링이 꺼져 있습니다 (--temp 0): 그리디와 같은 토큰을 고릅니다"},
-    [M_SAMPLE_EXPL] = {"the sampler draws a number u in [0, 1) from the seed and walks the "
+    [M_SAMPLE_EXPL] = {"The sampler draws a number u in [0, 1) from the seed and walks the "
                        "kept tokens in id order, adding their probabilities: the token whose "
                        "share of that line holds u is the pick. A token with probability p is "
                        "picked p of the time, so the top token need not win.",
                        "샘플러는 시드로 [0, 1) 사이의 수 u를 뽑고, 남은 토큰을 id 순서로 지나며 "
                        "확률을 더해 갑니다: u가 떨어진 구간의 토큰이 선택됩니다. 확률 p인 토큰은 "
                        "p의 비율로 뽑히므로 1위 토큰이 늘 이기지는 않습니다."},
-    [M_SAMPLE_TOP] = {"this time the pick is the top token", "이번에는 1위 토큰이 뽑혔습니다"},
-    [M_SAMPLE_NOTTOP] = {"this time the pick is not the top token", "이번에는 1위가 아닌 토큰이 뽑혔습니다"},
+    [M_SAMPLE_TOP] = {"This time the pick is the top token.", "이번에는 1위 토큰이 뽑혔습니다."},
+    [M_SAMPLE_NOTTOP] = {"This time the pick is not the top token.", "이번에는 1위가 아닌 토큰이 뽑혔습니다."},
     [M_RANK] = {"rank", "순위"},
     [M_INTERVAL] = {"its share of [0, 1)", "[0, 1) 중 그 구간"},
     [M_BEAMS] = {"beam search", "빔 서치"},
@@ -175,16 +175,16 @@ static const char *const messages[M_COUNT][2] = {
     [M_WINNER] = {"winner", "최종 선택"},
     [M_DONE] = {"the search ends here", "탐색이 여기서 끝납니다"},
     [M_ATT_SELECT] = {"show", "보기"},
-    [M_HOVER] = {"rows: the token that looks; columns: the token it looks at. Hover a cell for "
+    [M_HOVER] = {"Rows: the token that looks; columns: the token it looks at. Hover a cell for "
                  "its weight.",
                  "행: 바라보는 토큰, 열: 바라보는 대상 토큰. 칸에 마우스를 올리면 가중치가 보입니다."},
-    [M_BARS_EXPL] = {"each bar is a probability; a grey row was removed by that filter",
-                     "막대는 확률입니다. 회색 행은 그 필터가 제거한 토큰입니다"},
-    [M_LENS_GRID_EXPL] = {"rows: layers; columns: positions; each cell the top next token and "
-                          "its probability",
-                          "행: 층, 열: 위치. 각 칸은 1위 다음 토큰과 그 확률"},
-    [M_EMB_VIEW] = {"bars: the first 32 values of each token's sum embedding (blue > 0, red < 0)",
-                    "막대: 각 토큰 합 임베딩의 처음 32개 값 (파랑 > 0, 빨강 < 0)"},
+    [M_BARS_EXPL] = {"Each bar is a probability; a grey cell was removed by that filter.",
+                     "막대는 확률입니다. 회색 칸은 그 필터가 제거한 토큰입니다."},
+    [M_LENS_GRID_EXPL] = {"Rows: layers; columns: positions; each cell holds the top next token and "
+                          "its probability.",
+                          "행: 층, 열: 위치. 각 칸은 1위 다음 토큰과 그 확률입니다."},
+    [M_EMB_VIEW] = {"Bars: the first 32 values of each token's sum embedding (blue > 0, red < 0).",
+                    "막대: 각 토큰 합 임베딩의 처음 32개 값 (파랑 > 0, 빨강 < 0)."},
 };
 
 static const char *const messages2[][2] = {
@@ -931,18 +931,18 @@ static void text_embeddings(const explain *e) {
     para(S(M_ALIKE_EXPL));
     sb_str(&b, "  ");
     cell(&b, S(M_POS), 4, false);
-    cell(&b, S(M_TOKEN), 12, false);
+    cell(&b, S(M_TOKEN), 10, false);
     cell(&b, S(M_WTE), 7, true);
     cell(&b, S(M_WPE), 7, true);
     cell(&b, S(M_SUM), 7, true);
     sb_str(&b, "  ");
-    cell(&b, S(M_FIRST), 29, false);
-    cell(&b, S(M_ALIKE_SHORT), 14, false);
+    cell(&b, S(M_FIRST), 30, false);
+    cell(&b, S(M_ALIKE_SHORT), 11, false);
     endline(&b);
     for (int i = 0; i < e->T; i++) {
         sb_str(&b, "  ");
         cellf(&b, 4, false, "%d", i);
-        cell(&b, tok_label(e, &t, e->ids[i]), 12, false);
+        cell(&b, tok_label(e, &t, e->ids[i]), 10, false);
         cellf(&b, 7, true, "%.2f", e->n_wte[i]);
         cellf(&b, 7, true, "%.2f", e->n_wpe[i]);
         cellf(&b, 7, true, "%.2f", e->n_emb[i]);
@@ -1698,7 +1698,7 @@ static const char *css =
     ".strip{display:flex;flex-wrap:wrap;gap:6px;margin:.5em 0}"
     ".chip{border:1px solid #9fb3d1;background:#eef3fb;border-radius:6px;padding:3px 8px;text-align:center}"
     ".chip .tok{display:block;font-size:1.05em;white-space:pre}"
-    ".chip .id{display:block;font-size:.75em;color:#5b6b82}"
+    ".chip .id{display:block;font-size:.75em;color:#5b6b82}.chip .tok{border:none;background:none;padding:0;margin:0}"
     ".tok{background:#eef3fb;border:1px solid #c7d4ea;border-radius:4px;padding:0 4px;margin:0 2px;white-space:pre}"
     "ol.merges{margin:.2em 0 .6em;padding-left:2em}ol.merges li{margin:2px 0}"
     ".rank{color:#7a8699;font-size:.8em;margin-left:.6em}"

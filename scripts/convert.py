@@ -502,7 +502,7 @@ class _SafeUnpickler(pickle.Unpickler):
         if not (_is_int(key) or isinstance(key, str)) or len(str(key)) > 64:
             raise ConvertError("pytorch checkpoint has a storage with a bad key")
         if not _is_int(numel) or numel < 0:
-            raise ConvertError("pytorch checkpoint: storage %s has a bad size %s" % (_short(key), _short(numel)))
+            raise ConvertError("pytorch checkpoint: storage %s has a bad size %s" % (key, _short(numel)))
         if self.legacy and len(pid) > 5 and pid[5] is not None:
             raise ConvertError("pytorch checkpoint uses storage views (not supported)")
         key = str(key)
@@ -1154,11 +1154,12 @@ def write_atomically(out_path, write):
                 pass
 
 
-def prepare(src_dir, out_type_name, name=None):
+def prepare(src_dir, out_type_name, name=None, read_tok=None):
     """Reads and checks everything a conversion needs; nothing is written.
-    Returns (cfg, header bytes, payload parts)."""
+    Returns (cfg, header bytes, payload parts). read_tok replaces read_tokenizer (the fuzz
+    harness caches the fixture's tokenizer with it)."""
     cfg = parse_config(load_json_file(os.path.join(src_dir, "config.json"), "GPT-2 config"))
-    vocab, merges = read_tokenizer(src_dir, cfg)
+    vocab, merges = (read_tok or read_tokenizer)(src_dir, cfg)
     plan = map_tensors(read_checkpoint(src_dir, cfg), cfg)
     tokens, token_types = token_list(vocab, cfg.n_vocab)
     if name is not None:

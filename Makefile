@@ -28,7 +28,7 @@ INCDIR  := $(PREFIX)/include
 LIBDIR  := $(PREFIX)/lib
 
 .PHONY: all test test-fast test-asan test-tsan test-examples test-install test-explain-html bench run clean \
-        fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds
+        fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds fuzz-convert
 
 all: build/libgpt2.a build/libgpt2.so build/gpt2
 
@@ -227,6 +227,15 @@ fuzz: fuzz-build build/fixtures/tiny.gguf
 	  grep -E '^#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|new_units_added|peak_rss)' \
 	    build/fuzz/$$t.log || true; \
 	done; echo "fuzz: $(words $(FUZZ_TARGETS)) passed, 0 failed"
+	@$(MAKE) --no-print-directory fuzz-convert FUZZ_S=$(FUZZ_S)
+
+# the converter's safetensors / pickle / zip readers (Python, no clang): mutated fixtures under a
+# 1 GiB RLIMIT_AS, FUZZ_S seconds; findings go to build/fuzz/artifacts/convert-SEED-CASE.<file>,
+# replayed with: python3 tests/fuzz/fuzz_convert.py --replay <artifact>. FUZZ_SEED fixes the seed.
+fuzz-convert:
+	@mkdir -p build/fuzz/artifacts
+	@echo "== fuzz_convert ($(FUZZ_S) s)"; nice -n 19 $(PYTHON) tests/fuzz/fuzz_convert.py -t $(FUZZ_S) \
+	  --artifacts build/fuzz/artifacts $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 # a short run of every target (CI calls it when clang is there)
 fuzz-smoke:

@@ -140,6 +140,14 @@ def _short(v, n=40):
     return "a JSON " + {dict: "object", list: "array"}.get(type(v), type(v).__name__)
 
 
+def _why(e, n=200):
+    """An exception's text on one bounded line (the messages of json, pickle and zipfile
+    can quote the hostile input)."""
+    t = str(e) or type(e).__name__
+    t = "".join(c if c.isprintable() else repr(c)[1:-1] for c in t[:n])
+    return t + ("..." if len(str(e)) > n else "")
+
+
 # ----------------------------------------------------------------------------------------
 # config.json, vocab.json, merges.txt: checked against what the engine accepts
 # ----------------------------------------------------------------------------------------
@@ -183,7 +191,7 @@ def load_json_file(path, what):
         with open(path, "rb") as f:
             raw = f.read(MAX_JSON_BYTES + 1)
     except OSError as e:
-        raise ConvertError("cannot read %s: %s" % (path, e.strerror or e))
+        raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
     if len(raw) > MAX_JSON_BYTES:
         raise ConvertError("%s is larger than %d MB: not a %s" % (path, MAX_JSON_BYTES >> 20, what))
     try:
@@ -195,7 +203,7 @@ def load_json_file(path, what):
     except RecursionError:
         raise ConvertError("%s is not valid JSON: nested too deeply" % path)
     except ValueError as e:
-        raise ConvertError("%s is not valid JSON: %s" % (path, e))
+        raise ConvertError("%s is not valid JSON: %s" % (path, _why(e)))
 
 
 def parse_config(cfg, where="config.json"):
@@ -302,7 +310,7 @@ def read_tokenizer(src_dir, cfg):
         with open(merges_path, "rb") as f:
             raw = f.read(MAX_JSON_BYTES + 1)
     except OSError as e:
-        raise ConvertError("cannot read %s: %s" % (merges_path, e.strerror or e))
+        raise ConvertError("cannot read %s: %s" % (merges_path, e.strerror or _why(e)))
     if len(raw) > MAX_JSON_BYTES:
         raise ConvertError("%s is larger than %d MB" % (merges_path, MAX_JSON_BYTES >> 20))
     try:
@@ -373,7 +381,7 @@ def read_safetensors(path):
             raw = f.read(hlen)
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as e:
-        raise ConvertError("cannot read %s: %s" % (path, e.strerror or e))
+        raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
     if len(raw) != hlen:
         raise ConvertError("%s: truncated header" % path)
     try:
@@ -381,7 +389,7 @@ def read_safetensors(path):
     except RecursionError:
         raise ConvertError("%s: header is not valid JSON (nested too deeply)" % path)
     except (UnicodeDecodeError, ValueError) as e:
-        raise ConvertError("%s: header is not valid JSON (%s)" % (path, e))
+        raise ConvertError("%s: header is not valid JSON (%s)" % (path, _why(e)))
     if not isinstance(header, dict):
         raise ConvertError("%s: header is %s, not a JSON object" % (path, _short(header)))
     base = 8 + hlen
@@ -552,7 +560,7 @@ def _scan_pickle(f, limit, what):
         raise
     except (ValueError, TypeError, EOFError, OverflowError, UnicodeDecodeError, struct.error,
             RecursionError) as e:
-        raise ConvertError("%s: malformed pickle (%s)" % (what, str(e)[:200]))
+        raise ConvertError("%s: malformed pickle (%s)" % (what, _why(e)))
     n = f.tell() - start
     if n > limit:  # pickletools read exactly up to STOP
         raise ConvertError("%s: pickle larger than %d MB" % (what, limit >> 20))
@@ -567,7 +575,7 @@ def _unpickle(data, what, legacy=False):
     except ConvertError:
         raise
     except Exception as e:  # anything the pickle machinery raises on hostile data
-        raise ConvertError("%s: cannot read the pickle (%s: %s)" % (what, type(e).__name__, str(e)[:200]))
+        raise ConvertError("%s: cannot read the pickle (%s: %s)" % (what, type(e).__name__, _why(e)))
     return obj, up
 
 
@@ -608,50 +616,55 @@ def _tensor_refs(obj, up, path):
 
 
 def _lazy_tensors(refs, up, path):
-    """{name: Tensor} whose bytes are gathered from the storages on first use."""
+    """{name: Tensor} whose bytes are gathered from the storages on first use. Every tensor
+    is checked here, before anything is read: inside its storage, no more numbers than the
+    storage holds, and a layout we can gather (contiguous, or a 2-D transpose)."""
     out = OrderedDict()
     for name, ref, key in refs:
         dtype, st_numel, st = up.storages[key]
+        size, stride = ref.size, ref.stride
         numel = 1
-        for s in ref.size:
+        for s in size:
             numel *= s
         where = "pytorch checkpoint: tensor %s" % _short(name, 80)
+        layout = "contiguous"
         if numel:
-            last = ref.offset + sum((s - 1) * d for s, d in zip(ref.size, ref.stride))
+            last = ref.offset + sum((s - 1) * d for s, d in zip(size, stride))
             if last >= st_numel or numel > st_numel:
                 raise ConvertError("%s lies outside its storage" % where)
-        out[name] = Tensor(dtype, ref.size, load=lambda ref=ref, st=st, dtype=dtype, numel=numel, where=where:
-                           _materialize(ref, st, dtype, numel, where))
+            contiguous, acc = [], 1
+            for s in reversed(size):
+                contiguous.append(acc)
+                acc *= s
+            contiguous.reverse()
+            if not all(d == c for s, d, c in zip(size, stride, contiguous) if s != 1):
+                if len(size) == 2 and stride[0] == 1 and stride[1] >= size[0]:
+                    layout = "transposed"
+                else:
+                    raise ConvertError("%s has an unsupported memory layout" % where)
+        out[name] = Tensor(dtype, size, load=lambda ref=ref, st=st, dtype=dtype, numel=numel, layout=layout:
+                           _materialize(ref, st, dtype, numel, layout))
     return out
 
 
-def _materialize(ref, st, dtype, numel, where):
-    """The contiguous bytes of a checked _TensorRef (handles offsets and 2-D transposes)."""
+def _materialize(ref, st, dtype, numel, layout):
+    """The contiguous bytes of a tensor _lazy_tensors checked (offsets, 2-D transposes)."""
     isz = ITEMSIZE[dtype]
-    size, stride = ref.size, ref.stride
     if numel == 0:
         return b""
-    last = ref.offset + sum((s - 1) * d for s, d in zip(size, stride))
-    contiguous = []
-    acc = 1
-    for s in reversed(size):
-        contiguous.append(acc)
-        acc *= s
-    contiguous.reverse()
     mv = memoryview(st.data)
-    if all(d == c for s, d, c in zip(size, stride, contiguous) if s != 1):
+    if layout == "contiguous":
         return mv[ref.offset * isz:(ref.offset + numel) * isz]
-    if len(size) == 2 and stride[0] == 1 and stride[1] >= size[0]:
-        # a transposed view: gather columns with strided slices (C speed)
-        typecode = {"F32": "f", "F16": "H", "BF16": "H", "F64": "d"}[dtype]
-        a = array.array(typecode)
-        a.frombytes(mv[ref.offset * isz:(last + 1) * isz])
-        rows, cols = size
-        out = array.array(typecode)
-        for r in range(rows):
-            out.extend(a[r * stride[0]:r * stride[0] + (cols - 1) * stride[1] + 1:stride[1]])
-        return out.tobytes()
-    raise ConvertError("%s has an unsupported memory layout" % where)
+    # a transposed view: gather columns with strided slices (C speed)
+    (rows, cols), (s0, s1) = ref.size, ref.stride
+    last = ref.offset + (rows - 1) * s0 + (cols - 1) * s1
+    typecode = {"F32": "f", "F16": "H", "BF16": "H", "F64": "d"}[dtype]
+    a = array.array(typecode)
+    a.frombytes(mv[ref.offset * isz:(last + 1) * isz])
+    out = array.array(typecode)
+    for r in range(rows):
+        out.extend(a[r * s0:r * s0 + (cols - 1) * s1 + 1:s1])
+    return out.tobytes()
 
 
 def _check_budget(up, max_bytes, path):
@@ -674,14 +687,14 @@ def read_pytorch_bin(path, max_bytes):
             raise ConvertError("%s is not a regular file" % path)
         is_zip = zipfile.is_zipfile(path)
     except OSError as e:
-        raise ConvertError("cannot read %s: %s" % (path, e.strerror or e))
+        raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
     if not is_zip:
         return _read_legacy_pytorch(path, max_bytes)
     try:
         with zipfile.ZipFile(path) as zf:
             return _read_torch_zip(zf, path, max_bytes)
     except ZIP_ERRORS as e:
-        raise ConvertError("%s: a damaged zip archive (%s)" % (path, str(e)[:200] or type(e).__name__))
+        raise ConvertError("%s: a damaged zip archive (%s)" % (path, _why(e)))
 
 
 def _read_zip_member(zf, info, n, path):
@@ -764,7 +777,7 @@ def _read_legacy_pytorch(path, max_bytes):
                 if st.data is None:
                     raise ConvertError("%s: storage %s is missing" % (path, key))
     except OSError as e:
-        raise ConvertError("cannot read %s: %s" % (path, e.strerror or e))
+        raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
     return _lazy_tensors(refs, up, path)
 
 # ----------------------------------------------------------------------------------------
@@ -1038,7 +1051,7 @@ def pack_f16(vals):
         try:
             chunks.append(struct.pack("<%de" % len(part), *part))
         except OverflowError:  # |x| > 65504: round to infinity, as a float16 cast does
-            chunks.append(b"".join(struct.pack("<e", x if abs(x) <= 65504 else
+            chunks.append(b"".join(struct.pack("<e", x if not abs(x) > 65504 else
                                                (float("inf") if x > 0 else float("-inf")))
                                    for x in part))
     return b"".join(chunks)
@@ -1108,7 +1121,7 @@ def check_output_path(out_path):
     except FileNotFoundError:
         return
     except OSError as e:
-        raise ConvertError("cannot write %s: %s" % (out_path, e.strerror or e))
+        raise ConvertError("cannot write %s: %s" % (out_path, e.strerror or _why(e)))
     if not stat.S_ISREG(st.st_mode):
         kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
                 else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
@@ -1132,7 +1145,7 @@ def write_atomically(out_path, write):
         except FileExistsError:
             continue
         except OSError as e:
-            raise ConvertError("cannot write %s: %s" % (out_path, e.strerror or e))
+            raise ConvertError("cannot write %s: %s" % (out_path, e.strerror or _why(e)))
     else:
         raise ConvertError("cannot write %s: no free temporary name in %s" % (out_path, d))
     done = False
@@ -1145,7 +1158,7 @@ def write_atomically(out_path, write):
         os.replace(tmp, out_path)
         done = True
     except OSError as e:
-        raise ConvertError("cannot write %s: %s" % (out_path, e.strerror or e))
+        raise ConvertError("cannot write %s: %s" % (out_path, e.strerror or _why(e)))
     finally:
         if not done:
             try:
@@ -1199,9 +1212,13 @@ def main(argv=None):
         out_dir = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(out_dir):
             raise ConvertError("cannot write %s: directory %s does not exist" % (args.output, out_dir))
+        check_output_path(args.output)
         convert(src, args.output, args.type, name)
     except ConvertError as e:
-        log("convert.py: error: %s" % e)
+        log("convert.py: error: %s" % " ".join(str(e).splitlines()))
+        return 1
+    except MemoryError:
+        log("convert.py: error: out of memory")
         return 1
     except KeyboardInterrupt:
         log("convert.py: interrupted")

@@ -687,6 +687,8 @@ class Refusals(unittest.TestCase):
         e[i][5], e[i][6], e[i][4] = [64], [1], -5
         self.pt_refused("bad size, stride or offset", zipped(cp.torch_pickle([tuple(x) for x in e])))
         e[i][4], e[i][5], e[i][6] = 0, [8, 8], [1, 1]  # 64 elements over 15 of the storage
+        self.pt_refused("unsupported memory layout", zipped(cp.torch_pickle([tuple(x) for x in e])))
+        e[i][5], e[i][6] = [8, 8], [8, 1]  # a layout we read, but not the shape the config wants
         self.pt_refused("has shape [8, 8], expected [64]", zipped(cp.torch_pickle([tuple(x) for x in e])))
         e[i][1] = "nope"
         self.pt_refused("storage nope is missing", zipped(cp.torch_pickle([tuple(x) for x in e])))

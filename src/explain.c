@@ -38,6 +38,7 @@ int explain_run(const gpt2_model *m, gpt2_context *c, const char *text, size_t l
 
 #define MAX_PROMPT_TOKENS 256 /* the attention data grows with its square */
 #define N_FIRST 4             /* embedding values shown */
+#define LENS_ROWS 64          /* rows per call of the logit lens (V floats each) */
 
 /* ==========================================================================================
  * Messages, in English and Korean
@@ -404,6 +405,7 @@ typedef struct {
     int32_t *winner;
     size_t n_winner;
     double winner_score;
+    bool lens_last_only;     /* the terminal report: the lens of the last position only */
     bool oom;
 } explain;
 
@@ -607,14 +609,18 @@ static int collect(explain *e, int special, char *err, size_t err_len) {
     e->res_norm = xcalloc(e, (size_t)L * T, sizeof(double));
     e->order = xcalloc(e, (size_t)V, sizeof(int32_t));
     e->probs = xcalloc(e, (size_t)V, sizeof(double));
-    float *lens = xcalloc(e, (size_t)T * V, sizeof(float));
+    float *lens = xcalloc(e, (size_t)LENS_ROWS * V, sizeof(float));
+    float *lens_in = xcalloc(e, (size_t)L * T * C, sizeof(float));
     double *row = xcalloc(e, (size_t)V, sizeof(double));
-    if (e->oom) { free(lens); free(row); return fail_msg(err, err_len, "out of memory"); }
+    if (e->oom) { free(lens); free(lens_in); free(row); return fail_msg(err, err_len, "out of memory"); }
     gpt2_context_reset(e->c);
     st = gpt2_context_set_observer(e->c, on_stage, e);
-    if (!st) st = gpt2_eval(e->c, e->ids, (size_t)T, e->logits);
+    /* the prompt but its last token without logits, then the last token with them (the
+       same bits as one call; the observer sees two passes) */
+    if (!st && T > 1) st = gpt2_eval(e->c, e->ids, (size_t)T - 1, NULL);
+    if (!st) st = gpt2_eval(e->c, e->ids + T - 1, 1, e->logits + (size_t)(T - 1) * V);
     gpt2_context_set_observer(e->c, NULL, NULL);
-    if (st) { free(lens); free(row); return fail_msg(err, err_len, "evaluating the prompt failed: %s", gpt2_strerror(st)); }
+    if (st) { free(lens); free(lens_in); free(row); return fail_msg(err, err_len, "evaluating the prompt failed: %s", gpt2_strerror(st)); }
 
     for (int t = 0; t < T; t++) {
         e->n_wte[t] = norm(e->wte + (size_t)t * C, C);
@@ -630,20 +636,29 @@ static int collect(explain *e, int special, char *err, size_t err_len) {
             if (e->alike[t] < 0 || cosine > e->alike_cos[t]) { e->alike[t] = j; e->alike_cos[t] = cosine; }
         }
     }
-    /* the logit lens after every block */
-    for (int l = 0; l < L && !st; l++) {
-        const float *x = e->block + (size_t)l * T * C;
-        st = gpt2_logit_lens(e->c, x, (size_t)T, lens);
-        for (int t = 0; t < T && !st; t++) {
-            const float *lr = lens + (size_t)t * V;
+    /* The logit lens after every block, in batches of up to LENS_ROWS rows of the residual
+       stream (the output matrix is read once a batch, not once a layer). The terminal
+       report shows the last position only: then only those L rows are computed. */
+    const size_t n_rows = e->lens_last_only ? (size_t)L : (size_t)L * T;
+    for (size_t r = 0; r < n_rows; r++) { /* the rows, gathered */
+        size_t at = e->lens_last_only ? r * T + T - 1 : r;
+        memcpy(lens_in + r * C, e->block + at * C, (size_t)C * sizeof(float));
+    }
+    for (size_t r0 = 0; r0 < n_rows && !st; r0 += LENS_ROWS) {
+        size_t n = n_rows - r0 < LENS_ROWS ? n_rows - r0 : LENS_ROWS;
+        st = gpt2_logit_lens(e->c, lens_in + r0 * C, n, lens);
+        for (size_t r = 0; r < n && !st; r++) {
+            size_t at = e->lens_last_only ? (r0 + r) * T + T - 1 : r0 + r;
+            const float *lr = lens + r * V;
             softmax_row(lr, V, row);
             int32_t best = 0;
             for (int v = 1; v < V; v++) if (lr[v] > lr[best]) best = v;
-            e->lens_id[(size_t)l * T + t] = best;
-            e->lens_p[(size_t)l * T + t] = row[best];
-            e->res_norm[(size_t)l * T + t] = norm(x + (size_t)t * C, C);
+            e->lens_id[at] = best;
+            e->lens_p[at] = row[best];
         }
     }
+    for (size_t r = 0; r < (size_t)L * T; r++) e->res_norm[r] = norm(e->block + r * C, C);
+    free(lens_in);
     free(lens);
     free(row);
     if (st) return fail_msg(err, err_len, "the logit lens failed: %s", gpt2_strerror(st));
@@ -1402,9 +1417,9 @@ static void json_report(const explain *e, FILE *f) {
         jw_open(j, '[');
         for (int i = 0; i < T; i++) jw_num(j, e->res_norm[(size_t)l * T + i]);
         jw_close(j, ']');
-        jw_key(j, "logit_lens");
+        jw_key(j, "logit_lens"); /* the last position, or every position with --html */
         jw_open(j, '[');
-        for (int i = 0; i < T; i++) {
+        for (int i = e->lens_last_only ? T - 1 : 0; i < T; i++) {
             jw_open(j, '{');
             jw_kint(j, "position", i);
             jw_key(j, "token");
@@ -1603,6 +1618,7 @@ int explain_run(const gpt2_model *m, gpt2_context *c, const char *text, size_t l
     e.len = len;
     e.gp = *gp;
     e.top_n = top_n > 0 ? top_n : 10;
+    e.lens_last_only = !html_path; /* the page's grid needs every position */
     int r = collect(&e, special, err, err_len);
     if (r == 0 && html_path) r = html_report(&e, html_path, err, err_len);
     if (r == 0) {

@@ -135,7 +135,7 @@ def _is_int(v):
 def _short(v, n=40):
     """A bounded description of an untrusted value for an error message."""
     if isinstance(v, (str, int, float, bool)) or v is None:
-        r = json.dumps(v) if not isinstance(v, int) or abs(v) < 10 ** 30 else "a %d-digit number" % len(str(abs(v)))
+        r = json.dumps(v) if not isinstance(v, int) or abs(v) < 10 ** 30 else "a %d-bit number" % v.bit_length()
         return r if len(r) <= n else r[:n] + "..."
     return "a JSON " + {dict: "object", list: "array"}.get(type(v), type(v).__name__)
 
@@ -157,7 +157,9 @@ LIMITS = {"n_layer": 1 << 10, "n_head": 1 << 10, "n_embd": 1 << 16, "n_ctx": 1 <
           "n_inner": 1 << 18, "vocab_size": 1 << 24}
 MIN_VOCAB = 256  # one token per byte at least
 MAX_MERGES = 1 << 24
-MAX_JSON_BYTES = 256 << 20
+MAX_JSON_BYTES = 32 << 20  # GPT-2's vocab.json is 1 MB, its merges.txt 0.5 MB
+MAX_CONFIG_BYTES = 1 << 20
+MAX_INDEX = 1 << 63       # sizes, strides and offsets are int64 in torch and safetensors
 
 
 class Config:
@@ -186,14 +188,14 @@ class Config:
         return 8 * numel + (1 << 20)
 
 
-def load_json_file(path, what):
+def load_json_file(path, what, limit=MAX_JSON_BYTES):
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
+            raw = f.read(limit + 1)
     except OSError as e:
         raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
-    if len(raw) > MAX_JSON_BYTES:
-        raise ConvertError("%s is larger than %d MB: not a %s" % (path, MAX_JSON_BYTES >> 20, what))
+    if len(raw) > limit:
+        raise ConvertError("%s is larger than %d KB: not a %s" % (path, limit >> 10, what))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -312,7 +314,7 @@ def read_tokenizer(src_dir, cfg):
     except OSError as e:
         raise ConvertError("cannot read %s: %s" % (merges_path, e.strerror or _why(e)))
     if len(raw) > MAX_JSON_BYTES:
-        raise ConvertError("%s is larger than %d MB" % (merges_path, MAX_JSON_BYTES >> 20))
+        raise ConvertError("%s is larger than %d KB" % (merges_path, MAX_JSON_BYTES >> 10))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -356,7 +358,7 @@ def _check_shape(shape, where):
     if not isinstance(shape, (list, tuple)) or len(shape) > MAX_DIMS:
         raise ConvertError("%s: shape is %s, not a list of at most %d sizes" % (where, _short(shape), MAX_DIMS))
     for s in shape:
-        if not _is_int(s) or s < 0:
+        if not _is_int(s) or not 0 <= s < MAX_INDEX:
             raise ConvertError("%s: shape has a bad size %s" % (where, _short(s)))
     return list(shape)
 
@@ -509,7 +511,7 @@ class _SafeUnpickler(pickle.Unpickler):
             raise ConvertError("pytorch checkpoint has a storage of unsupported type")
         if not (_is_int(key) or isinstance(key, str)) or len(str(key)) > 64:
             raise ConvertError("pytorch checkpoint has a storage with a bad key")
-        if not _is_int(numel) or numel < 0:
+        if not _is_int(numel) or not 0 <= numel < MAX_INDEX:
             raise ConvertError("pytorch checkpoint: storage %s has a bad size %s" % (key, _short(numel)))
         if self.legacy and len(pid) > 5 and pid[5] is not None:
             raise ConvertError("pytorch checkpoint uses storage views (not supported)")
@@ -608,8 +610,8 @@ def _tensor_refs(obj, up, path):
         if isinstance(stride, list):
             stride = ref.stride = tuple(stride)
         if not isinstance(size, tuple) or not isinstance(stride, tuple) or len(size) != len(stride) \
-                or len(size) > MAX_DIMS or not all(_is_int(x) and x >= 0 for x in size + stride) \
-                or not _is_int(offset) or offset < 0:
+                or len(size) > MAX_DIMS or not all(_is_int(x) and 0 <= x < MAX_INDEX for x in size + stride) \
+                or not _is_int(offset) or not 0 <= offset < MAX_INDEX:
             raise ConvertError("%s has a bad size, stride or offset" % where)
         out.append((name, ref, key))
     return out
@@ -1171,7 +1173,7 @@ def prepare(src_dir, out_type_name, name=None, read_tok=None):
     """Reads and checks everything a conversion needs; nothing is written.
     Returns (cfg, header bytes, payload parts). read_tok replaces read_tokenizer (the fuzz
     harness caches the fixture's tokenizer with it)."""
-    cfg = parse_config(load_json_file(os.path.join(src_dir, "config.json"), "GPT-2 config"))
+    cfg = parse_config(load_json_file(os.path.join(src_dir, "config.json"), "GPT-2 config", MAX_CONFIG_BYTES))
     vocab, merges = (read_tok or read_tokenizer)(src_dir, cfg)
     plan = map_tensors(read_checkpoint(src_dir, cfg), cfg)
     tokens, token_types = token_list(vocab, cfg.n_vocab)

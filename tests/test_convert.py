@@ -494,7 +494,7 @@ class Refusals(unittest.TestCase):
         for dt in ("I64", "U8", "", None, 3, ["F32"]):
             self.refused("dtype", model_safetensors=st_with(lambda h: h[name].update(dtype=dt)))
         self.refused("dtype", model_safetensors=st_with(lambda h: h[name].pop("dtype")))
-        for shape in (None, "64", 64, [-64], [64.0], [True], [1] * 9):
+        for shape in (None, "64", 64, [-64], [64.0], [True], [1] * 9, [2 ** 63], [10 ** 400]):
             self.refused("shape", model_safetensors=st_with(lambda h: h[name].update(shape=shape)))
 
     def test_safetensors_header_length_and_nesting(self):
@@ -536,6 +536,7 @@ class Refusals(unittest.TestCase):
         self.refused_cli("not a JSON object", config_json=[1])
         self.refused("not UTF-8", config_json=b"\xff\xfe{}")
         self.refused("nested too deeply", config_json=b"[" * 100000)
+        self.refused("larger than 1024 KB", config_json=b"{" + b" " * (1 << 20) + b"}")
 
     def test_config_head_count(self):
         self.cfg_refused("n_head = 0 is out of range", cli=True, n_head=0)
@@ -555,7 +556,7 @@ class Refusals(unittest.TestCase):
         self.cfg_refused("n_ctx = 0 is out of range", n_positions=KeyError, n_ctx=0)
         self.cfg_refused("vocab_size = 1000000000000 is out of range", vocab_size=10 ** 12)
         self.cfg_refused("vocab_size = 100 is out of range", vocab_size=100)
-        self.cfg_refused("vocab_size = a 41-digit number is out of range", vocab_size=10 ** 40)
+        self.cfg_refused("vocab_size = a 133-bit number is out of range", vocab_size=10 ** 40)
         self.cfg_refused("n_embd = 1000000 is out of range", n_embd=10 ** 6)
         self.cfg_refused("n_inner = 0 is out of range", n_inner=0)
         self.cfg_refused("n_inner is", n_inner="256")
@@ -631,6 +632,10 @@ class Refusals(unittest.TestCase):
         self.assertIn("claim 3000433152 bytes, more than the 53640208", msg)
         huge = [(n, k, t, 1 << 62 if k == "0" else numel, o, s, st) for n, k, t, numel, o, s, st in entries]
         self.pt_refused("its storages claim", cp.torch_zip(cp.torch_pickle(huge), storages, root))
+        huge = [(n, k, t, 1 << 2000 if k == "0" else numel, o, s, st) for n, k, t, numel, o, s, st in entries]
+        self.pt_refused("storage 0 has a bad size a 2001-bit number", cp.torch_zip(cp.torch_pickle(huge), storages, root))
+        huge = [(n, k, t, c, o, [1 << 63] + s[1:], st) for n, k, t, c, o, s, st in entries]
+        self.pt_refused("bad size, stride or offset", cp.torch_zip(cp.torch_pickle(huge), storages, root))
         neg = [(n, k, t, -1 if k == "0" else numel, o, s, st) for n, k, t, numel, o, s, st in entries]
         self.pt_refused("storage 0 has a bad size -1", cp.torch_zip(cp.torch_pickle(neg), storages, root))
 

@@ -501,7 +501,10 @@ class _SafeUnpickler(pickle.Unpickler):
         if fn is None:
             raise ConvertError("pytorch checkpoint refers to %s.%s, which a weights file does not "
                                "need: refusing to load it" % (_short(module), _short(name)))
-        return fn
+
+        def call(*args):  # a fresh object each time: BUILD on it cannot reach the module's own
+            return fn(*args)
+        return call
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or len(pid) < 5 or not isinstance(pid[0], str) or pid[0] != "storage":

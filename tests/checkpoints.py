@@ -90,13 +90,17 @@ _BOMBS = {}
 def bomb_member(mb):
     """A Deflated member of `mb` MB of zeros (about 1000 times smaller), made once."""
     if mb not in _BOMBS:
+        # after a full flush the compressor starts afresh: each MB of zeros deflates to the same
+        # bytes, so one piece repeated mb times is the stream (and is made in no time)
         c = zlib.compressobj(9, zlib.DEFLATED, -15)
         zeros = bytes(1 << 20)
-        raw = [c.compress(zeros) for _ in range(mb)] + [c.flush()]
+        piece = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+        again = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+        assert piece == again
         crc = 0
         for _ in range(mb):
             crc = zlib.crc32(zeros, crc)
-        _BOMBS[mb] = Deflated(b"".join(raw), crc, mb << 20)
+        _BOMBS[mb] = Deflated(piece * mb + c.flush(), crc, mb << 20)
     return _BOMBS[mb]
 
 

@@ -640,18 +640,18 @@ class Refusals(unittest.TestCase):
         self.pt_refused("storage 0 has a bad size -1", cp.torch_zip(cp.torch_pickle(neg), storages, root))
 
     def test_pytorch_zip_bomb(self):
-        """A small archive whose storage inflates to 200 MB of zeros is refused without inflating it."""
+        """A 3 MB archive whose storage inflates to 3 GB of zeros is refused without inflating it."""
         entries, storages, root = cp.fixture_entries()
-        numel = (200 << 20) // 4
+        numel = (3000 << 20) // 4
         big = [(n, k, t, numel if k == "0" else c, o, s, st) for n, k, t, c, o, s, st in entries]
-        bomb = cp.bomb_member(200)
+        bomb = cp.bomb_member(3000)
         blob = cp.torch_zip(cp.torch_pickle(big), dict(storages, **{"0": bomb}), root)
         self.assertLess(len(blob), 3 << 20)
         self.pt_refused("its storages claim", blob, cli=True)
         # the same member behind the fixture's own pickle: only the bytes the storage needs are read
         blob = cp.torch_zip(cp.torch_pickle(entries), dict(storages, **{"0": bomb}), root)
         with zipfile.ZipFile(io.BytesIO(blob)) as z:
-            self.assertEqual(z.getinfo(root + "/data/0").file_size, 200 << 20)
+            self.assertEqual(z.getinfo(root + "/data/0").file_size, 3000 << 20)
         d = self.src(pytorch_model_bin=blob)
         t = convert.read_checkpoint(d, convert.parse_config(cp.fixture_config()))
         self.assertEqual(bytes(t["transformer.wte.weight"].data), bytes(len(storages["0"])))
@@ -682,6 +682,13 @@ class Refusals(unittest.TestCase):
         self.pt_refused("not a state dict", zipped(b"\x80\x02N."))
         self.pt_refused("unknown persistent id", zipped(b"\x80\x02(X\x01\x00\x00\x00xtQ."))
         self.pt_refused("refusing to load it", zipped(b"\x80\x02cos\nsystem\n(X\x04\x00\x00\x00truetR."))
+        # BUILD on a global sets attributes of what find_class returned: never the converter's own
+        self.pt_refused("not a state dict", zipped(b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n"
+                                                   b"N}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b0N."))
+        self.assertIsNone(convert._rebuild_tensor.__defaults__)
+        self.pt_refused("not a state dict", zipped(b"\x80\x02ccollections\nOrderedDict\n"
+                                                   b"N}X\x03\x00\x00\x00fooK\x01s\x86b0N."))
+        self.assertFalse(hasattr(convert.OrderedDict, "foo"))
         # a tensor larger than its storage, a negative offset, an overlapping layout
         e = [list(x) for x in entries]
         i = [n for n, x in enumerate(e) if x[0].endswith("h.0.ln_1.bias")][0]

@@ -112,6 +112,7 @@ class Fixture:
         self.st_hlen = struct.unpack_from("<Q", self.st, 0)[0]
         self.entries, self.storages, self.root = cp.fixture_entries()
         self.pt = cp.fixture_bytes("pytorch_model.bin")
+        self.pkl = cp.torch_pickle(self.entries)
         self.config = cp.fixture_config()
         self.config_raw = cp.fixture_bytes("config.json")
 
@@ -272,6 +273,47 @@ def safe_pickle(rng, entries, legacy=False):
         return cp.torch_pickle(fixed, legacy)
 
 
+# opcode snippets worth splicing into a pickle: stack and memo games, BUILD on what find_class
+# returned, globals (allowed and not), persistent ids, big lengths, deep nesting
+SNIPPETS = [b"0", b"2", b"1", b"b", b"R", b"}", b"]", b")", b"N", b"(", b"t", b"u", b"a", b"e", b"s", b"l",
+            b"\x85", b"\x86", b"\x87", b"\x94", b"h\x00", b"h\x05", b"q\x07", b"r\xff\xff\xff\x7f",
+            b"j\xff\xff\x00\x00", b"Q", b"P", b"\x88", b"\x89", b"K\x05", b"J\xff\xff\xff\xff",
+            b"\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x7f", b"\x8b\x00\x00\x00\x01",
+            b"ctorch\nFloatStorage\n", b"ctorch\nHalfStorage\n", b"ctorch._utils\n_rebuild_tensor_v2\n",
+            b"ccollections\nOrderedDict\n", b"cbuiltins\ngetattr\n", b"c__builtin__\neval\n",
+            b"\x8c\x05torch\x8c\x0cFloatStorage\x93", b"N}X\x04\x00\x00\x00sizeK\x01s\x86b",
+            b"N}X\x05\x00\x00\x00dtypeX\x03\x00\x00\x00F99s\x86b", b"}X\x05\x00\x00\x00numelK\x00sb",
+            b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu"
+            b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x01tQ",
+            b"B\xff\xff\xff\x7f", b"\x8e" + b"\xff" * 8, b"\x95" + b"\xff" * 8, b"(" * 1000, b"]" * 5000]
+
+
+def pickle_edit(rng, pkl):
+    """Structure-aware edits of a pickle: ints re-encoded with odd values, opcodes deleted or
+    duplicated, snippets spliced in at opcode boundaries."""
+    import pickletools
+    ops = [(op, arg, pos) for op, arg, pos in pickletools.genops(pkl)]
+    b = pkl
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        op, arg, pos = ops[rng.randrange(len(ops))]
+        nxt = next((p for o, a, p in ops if p > pos), len(pkl))
+        r = rng.random()
+        if r < 0.35 and op.name in ("BININT", "BININT1", "BININT2", "LONG1"):
+            v = rng.choice(INTS + [arg + 1, arg - 1, -arg, arg * 2, 1 << 2000])
+            b = b[:pos] + cp._int(v) + b[nxt:]
+        elif r < 0.5:
+            b = b[:pos] + b[nxt:]
+        elif r < 0.6:
+            b = b[:pos] + b[pos:nxt] * 2 + b[nxt:]
+        else:
+            b = b[:pos] + rng.choice(SNIPPETS) + b[pos:]
+        if b is not pkl:
+            break  # positions refer to the original: one structural edit, then maybe raw ones
+    if rng.random() < 0.2:
+        b = mutate_bytes(rng, b)
+    return b
+
+
 def cd_edit(rng, z):
     """Edit a field of a central-directory entry, a local header or the end record."""
     b = bytearray(z)
@@ -329,9 +371,11 @@ def mutate_pytorch(rng, fx):
         pkl = safe_pickle(rng, entries)
         comp = zipfile.ZIP_STORED if rng.random() < 0.8 else zipfile.ZIP_DEFLATED
         b = cp.torch_zip(pkl, storages, fx.root, comp)
-    elif r < 0.50:
+    elif r < 0.38:
         pkl = mutate_bytes(rng, cp.torch_pickle(fx.entries))
         b = cp.torch_zip(pkl, fx.storages, fx.root)
+    elif r < 0.50:
+        b = cp.torch_zip(pickle_edit(rng, fx.pkl), fx.storages, fx.root)
     elif r < 0.65:
         b = fx.pt
         for _ in range(rng.choice((1, 1, 2))):

@@ -188,9 +188,22 @@ class Config:
         return 8 * numel + (1 << 20)
 
 
+def open_regular(path):
+    """path opened for reading if it is a regular file: a FIFO or a device in the checkpoint
+    directory is refused, not read (opening a FIFO would wait for a writer forever)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConvertError("%s is not a regular file" % path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def load_json_file(path, what, limit=MAX_JSON_BYTES):
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             raw = f.read(limit + 1)
     except OSError as e:
         raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
@@ -309,7 +322,7 @@ def read_tokenizer(src_dir, cfg):
 
     merges_path = os.path.join(src_dir, "merges.txt")
     try:
-        with open(merges_path, "rb") as f:
+        with open_regular(merges_path) as f:
             raw = f.read(MAX_JSON_BYTES + 1)
     except OSError as e:
         raise ConvertError("cannot read %s: %s" % (merges_path, e.strerror or _why(e)))
@@ -368,11 +381,8 @@ def read_safetensors(path):
     Every header field is checked: dtype, shape, offsets inside the file, a size that matches
     shape x dtype, and no two tensors sharing bytes."""
     try:
-        with open(path, "rb") as f:  # the map keeps its own handle on the file
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ConvertError("%s is not a regular file" % path)
-            size = st.st_size
+        with open_regular(path) as f:  # the map keeps its own handle on the file
+            size = os.fstat(f.fileno()).st_size
             if size < 8:
                 raise ConvertError("%s: too small to be a safetensors file" % path)
             (hlen,) = struct.unpack("<Q", f.read(8))
@@ -687,19 +697,22 @@ def read_pytorch_bin(path, max_bytes):
     """{name: Tensor} of a torch.save()d state dict (zip format or the pre-1.6 legacy format).
     max_bytes bounds what the storages may claim (Config.max_checkpoint_bytes)."""
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConvertError("%s is not a regular file" % path)
-        is_zip = zipfile.is_zipfile(path)
+        f = open_regular(path)
     except OSError as e:
         raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
-    if not is_zip:
-        return _read_legacy_pytorch(path, max_bytes)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return _read_torch_zip(zf, path, max_bytes)
-    except ZIP_ERRORS as e:
-        raise ConvertError("%s: a damaged zip archive (%s)" % (path, _why(e)))
+    with f:
+        try:
+            is_zip = zipfile.is_zipfile(f)
+            f.seek(0)
+        except OSError as e:
+            raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
+        if not is_zip:
+            return _read_legacy_pytorch(f, path, max_bytes)
+        try:
+            with zipfile.ZipFile(f) as zf:
+                return _read_torch_zip(zf, path, max_bytes)
+        except ZIP_ERRORS as e:
+            raise ConvertError("%s: a damaged zip archive (%s)" % (path, _why(e)))
 
 
 def _read_zip_member(zf, info, n, path):
@@ -739,48 +752,49 @@ def _read_torch_zip(zf, path, max_bytes):
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
-def _read_legacy_pytorch(path, max_bytes):
+def _read_legacy_pytorch(f, path, max_bytes):
+    """The pre-1.6 format from the open file f: five pickles, then each storage's bytes."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        size = os.fstat(f.fileno()).st_size
 
-            def next_pickle(legacy=False):
-                pos = f.tell()
-                n = _scan_pickle(f, min(MAX_PICKLE, size - pos), path)
-                f.seek(pos)
-                return _unpickle(f.read(n), path, legacy)
+        def next_pickle(legacy=False):
+            pos = f.tell()
+            n = _scan_pickle(f, min(MAX_PICKLE, size - pos), path)
+            f.seek(pos)
+            return _unpickle(f.read(n), path, legacy)
 
-            try:
-                magic = next_pickle()[0]
-            except ConvertError:
-                raise ConvertError("%s: neither a zip archive nor a pytorch checkpoint" % path)
-            if not _is_int(magic) or magic != LEGACY_MAGIC:
-                raise ConvertError("%s: not a pytorch checkpoint" % path)
-            next_pickle()  # protocol version
-            next_pickle()  # system info
-            obj, up = next_pickle(legacy=True)
-            keys = next_pickle()[0]
-            refs = _tensor_refs(obj, up, path)
-            _check_budget(up, max_bytes, path)
-            if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
-                raise ConvertError("%s: the storage list is not a list of keys" % path)
-            for key in keys:
-                have = up.storages.get(str(key))
-                hdr = f.read(8)
-                if len(hdr) != 8:
-                    raise ConvertError("%s: truncated" % path)
-                (numel,) = struct.unpack("<q", hdr)
-                if have is None or have[2].data is not None or numel != have[1]:
-                    raise ConvertError("%s: storage %s is inconsistent with the pickle" % (path, _short(key)))
-                nbytes = numel * ITEMSIZE[have[0]]
-                if nbytes > size - f.tell():
-                    raise ConvertError("%s: truncated storage %s" % (path, _short(key)))
-                have[2].data = f.read(nbytes)
-                if len(have[2].data) != nbytes:
-                    raise ConvertError("%s: truncated storage %s" % (path, _short(key)))
-            for key, (_, _, st) in up.storages.items():
-                if st.data is None:
-                    raise ConvertError("%s: storage %s is missing" % (path, key))
+        try:
+            magic = next_pickle()[0]
+        except ConvertError:
+            raise ConvertError("%s: neither a zip archive nor a pytorch checkpoint" % path)
+        if not _is_int(magic) or magic != LEGACY_MAGIC:
+            raise ConvertError("%s: not a pytorch checkpoint" % path)
+        next_pickle()  # protocol version
+        next_pickle()  # system info
+        obj, up = next_pickle(legacy=True)
+        keys = next_pickle()[0]
+        refs = _tensor_refs(obj, up, path)
+        _check_budget(up, max_bytes, path)
+        if not isinstance(keys, list) or len(keys) > len(up.storages) or \
+                not all(isinstance(k, str) or (_is_int(k) and 0 <= k < MAX_INDEX) for k in keys):
+            raise ConvertError("%s: the storage list is not a list of keys" % path)
+        for key in keys:
+            have = up.storages.get(str(key))
+            hdr = f.read(8)
+            if len(hdr) != 8:
+                raise ConvertError("%s: truncated" % path)
+            (numel,) = struct.unpack("<q", hdr)
+            if have is None or have[2].data is not None or numel != have[1]:
+                raise ConvertError("%s: storage %s is inconsistent with the pickle" % (path, _short(key)))
+            nbytes = numel * ITEMSIZE[have[0]]
+            if nbytes > size - f.tell():
+                raise ConvertError("%s: truncated storage %s" % (path, _short(key)))
+            have[2].data = f.read(nbytes)
+            if len(have[2].data) != nbytes:
+                raise ConvertError("%s: truncated storage %s" % (path, _short(key)))
+        for key, (_, _, st) in up.storages.items():
+            if st.data is None:
+                raise ConvertError("%s: storage %s is missing" % (path, key))
     except OSError as e:
         raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
     return _lazy_tensors(refs, up, path)

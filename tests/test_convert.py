@@ -731,6 +731,29 @@ class Refusals(unittest.TestCase):
         self.refused("neither a zip archive nor a pytorch checkpoint", pytorch_model_bin=b"")
 
 
+    def test_fifos_in_the_checkpoint_are_not_read(self):
+        """A FIFO would block the reader forever: refused as not a regular file."""
+        for name in ("config.json", "vocab.json", "merges.txt", "model.safetensors", "pytorch_model.bin"):
+            d = os.path.join(self.tmp.name, "fifo-" + name)
+            os.mkdir(d)
+            os.mkfifo(os.path.join(d, name))
+            for f in cp.FILES:
+                if f != name:
+                    os.symlink(os.path.join(MODEL, f), os.path.join(d, f))
+            with self.assertRaises(convert.ConvertError) as cm:
+                convert.prepare(d, "f32")
+            self.assertIn("%s is not a regular file" % name, str(cm.exception))
+
+    def test_legacy_storage_list(self):
+        entries, storages, root = cp.fixture_entries()
+        good = _legacy(entries, storages)
+        keys = pickle.dumps(sorted(storages, key=int), 2)
+        at = good.index(keys)
+        for bad in ([1 << 5000], [None], "0", list(range(1000))):
+            blob = good[:at] + pickle.dumps(bad, 2) + good[at + len(keys):]
+            self.refused("the storage list is not a list of keys", pytorch_model_bin=blob)
+
+
 def _legacy(entries, storages):
     out = [pickle.dumps(convert.LEGACY_MAGIC, 2), pickle.dumps(1001, 2), pickle.dumps({"little_endian": True}, 2),
            cp.torch_pickle(entries, legacy=True)]

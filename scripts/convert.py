@@ -424,8 +424,8 @@ def read_safetensors(path):
             raise ConvertError("%s: data_offsets is %s, not [begin, end]" % (where, _short(offs)))
         begin, end = offs
         if not 0 <= begin <= end <= size - base:
-            raise ConvertError("%s: data_offsets [%d, %d] lie outside the %d data bytes"
-                               % (where, begin, end, size - base))
+            raise ConvertError("%s: data_offsets [%s, %s] lie outside the %d data bytes"
+                               % (where, _short(begin), _short(end), size - base))
         t = Tensor(dtype, shape)
         if end - begin != t.numel() * ITEMSIZE[dtype]:
             raise ConvertError("%s: %d bytes do not hold shape %s of %s" % (where, end - begin, shape, dtype))

@@ -2,7 +2,7 @@
 """Fuzz harness for scripts/convert.py's readers (standard library only).
 
 usage: python3 tests/fuzz/fuzz_convert.py [-t SECONDS] [-n CASES] [--seed S] [--mem-mb MB]
-                                          [--case-timeout S] [--artifacts DIR] [--replay FILE...]
+                                          [--case-timeout S] [--artifacts DIR] [--case N] [--replay FILE...]
 
 Each case takes the fixture checkpoint (tests/data/model), mutates one of its files --
 model.safetensors (header field edits, bit flips, insertions, deletions, truncation),
@@ -14,10 +14,11 @@ address-space limit (RLIMIT_AS, --mem-mb, default 1024) and each case under a ti
 
 The rule: a case ends in ConvertError with a one-line message (what the command line prints
 before exiting 1), or in an output whose header the engine accepts. Anything else -- another
-exception, MemoryError (also inside a ConvertError's text), a time-out -- is a finding; its
+exception, MemoryError (also inside a ConvertError's text), a time-out, a case that takes the
+peak RSS past --rss-mb (default 768) -- is a finding; its
 input is saved under the artifacts directory (default build/fuzz/artifacts) as
-convert-<seed>-<case>.<file name>, and --replay runs such a file again in place of the
-fixture file of that name. Case i of seed S is the same on every run (random.Random("S:i")).
+convert-<seed>-<case>.<file name>; `--seed S --case N` makes and runs that case again, and
+--replay runs such a file in place of the fixture file of that name. Case i of seed S is the same on every run (random.Random("S:i")).
 Exits 1 when there were findings.
 """
 import argparse
@@ -648,18 +649,28 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=None, help="default: from the clock (printed)")
     ap.add_argument("--start", type=int, default=0, help="first case number")
     ap.add_argument("--mem-mb", type=int, default=1024, help="address-space limit (RLIMIT_AS)")
+    ap.add_argument("--rss-mb", type=int, default=768, help="a case that takes the peak RSS past this is a finding")
     ap.add_argument("--case-timeout", type=float, default=20, help="seconds one case may take")
     ap.add_argument("--artifacts", default=os.path.join(ROOT, "build", "fuzz", "artifacts"))
+    ap.add_argument("--case", type=int, default=None, help="run case N of --seed alone (a finding's number)")
     ap.add_argument("--replay", nargs="*", default=None,
                     help="run saved inputs (convert-S-N.<file name>) instead of fuzzing")
     args = ap.parse_args(argv)
     if args.seed is None:
+        if args.case is not None:
+            ap.error("--case needs --seed")
         args.seed = int(time.time()) % 100000
     limit = args.mem_mb << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
     signal.signal(signal.SIGALRM, _alarm)
     run = Runner(args)
     sys.setrecursionlimit(10000)
+
+    if args.case is not None:  # one case again, exactly as the run made it
+        fname, data, weights, out_type = run.case(args.case)
+        why = run.run_one(fname, data, weights, out_type, args.case_timeout)
+        print("seed %d case %d (%s, %s, %s): %s" % (args.seed, args.case, fname, weights, out_type, why or "ok"))
+        return 1 if why else 0
 
     if args.replay is not None:
         bad = 0
@@ -685,7 +696,11 @@ def main(argv=None):
     try:
         while time.time() - t0 < args.seconds and (not args.cases or i - args.start < args.cases):
             fname, data, weights, out_type = run.case(i)
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
             why = run.run_one(fname, data, weights, out_type, args.case_timeout)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+            if not why and rss > args.rss_mb and rss > rss0:
+                why = "peak RSS grew from %d to %d MB in this case (limit for a finding: %d MB)" % (rss0, rss, args.rss_mb)
             run.stats["executions"] += 1
             if why:
                 run.stats["findings"] += 1

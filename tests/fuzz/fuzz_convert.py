@@ -349,11 +349,13 @@ def bomb_zip(fx, mb, entries):
     return cp.torch_zip(cp.torch_pickle(entries), dict(fx.storages, **{"0": cp.bomb_member(mb)}), fx.root)
 
 
-def legacy_file(entries, storages):
+def legacy_file(entries, storages, edit=None):
+    """A pre-1.6 torch.save file; edit(pickle bytes) may change its state-dict pickle."""
     import pickle
+    main = cp.torch_pickle(entries, legacy=True)
     out = [pickle.dumps(convert.LEGACY_MAGIC, 2), pickle.dumps(1001, 2),
            pickle.dumps({"little_endian": True, "type_sizes": {"int": 4}}, 2),
-           cp.torch_pickle(entries, legacy=True)]
+           edit(main) if edit else main]
     keys = []
     for e in entries:
         if e[1] not in keys:
@@ -395,7 +397,10 @@ def mutate_pytorch(rng, fx):
         entries, storages = fx.entries, fx.storages
         if rng.random() < 0.5:
             entries, storages = edit_entries(rng, entries, storages)
-        b = legacy_file(entries, storages) if entries is fx.entries else _legacy_safe(rng, entries, storages)
+        if entries is fx.entries:
+            b = legacy_file(entries, storages, (lambda p: pickle_edit(rng, p)) if rng.random() < 0.3 else None)
+        else:
+            b = _legacy_safe(rng, entries, storages)
         if rng.random() < 0.6:
             b = mutate_bytes(rng, b, 0, 4096) if rng.random() < 0.7 else truncate(rng, b)
     else:

@@ -754,6 +754,24 @@ class Refusals(unittest.TestCase):
             self.refused("the storage list is not a list of keys", pytorch_model_bin=blob)
 
 
+    def test_edge_configs_make_models_the_engine_loads(self):
+        """What the checks let through loads: the edges of eps and the token ids, an odd name."""
+        gpt2 = os.path.join(ROOT, "build", "gpt2")
+        if not os.access(gpt2, os.X_OK):
+            self.skipTest("build/gpt2 is not built")
+        for edits in ({"layer_norm_epsilon": 0.999, "eos_token_id": 0, "bos_token_id": 50256},
+                      {"layer_norm_epsilon": 1e-30, "_name_or_path": "\ud800x\nname", "n_inner": None},
+                      {"eos_token_id": None, "bos_token_id": None, "n_positions": None}):
+            cfg = cp.fixture_config()
+            cfg.update(edits)
+            d = self.src(config_json=json.dumps(cfg).encode("ascii"))
+            out = os.path.join(self.tmp.name, "edge%d.gguf" % self.n)
+            r = run_convert([d, "-o", out], {})
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = subprocess.run([gpt2, "tokenize", "-m", out, "hello"], capture_output=True, text=True, timeout=60)
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, "31373"), r.stderr)
+
+
 def _legacy(entries, storages):
     out = [pickle.dumps(convert.LEGACY_MAGIC, 2), pickle.dumps(1001, 2), pickle.dumps({"little_endian": True}, 2),
            cp.torch_pickle(entries, legacy=True)]

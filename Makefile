@@ -161,8 +161,10 @@ test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 
 test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
 	@rm -f build/tests/paths-run.txt
+	@echo "== under ASan + UBSan the whole-model tests run on scalar and the best path of each"
+	@echo "   family (GPT2_TEST_PATHS=families); every path ran them in the plain run above"
 	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; \
-	  ASAN_OPTIONS=detect_leaks=1 GPT2_BIN=build/asan/gpt2 build/asan/$$t; done
+	  ASAN_OPTIONS=detect_leaks=1 GPT2_TEST_PATHS=families GPT2_BIN=build/asan/gpt2 build/asan/$$t; done
 	@scripts/paths_covered.sh build/tests/paths-run.txt
 
 # the examples run on the fixture model, static and shared; then an install into a scratch

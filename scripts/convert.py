@@ -100,16 +100,22 @@ class Tensor:
         if self.dtype == "F32":
             a.frombytes(self.data)
         elif self.dtype == "F16":
-            n = self.numel()
-            a.fromlist(list(struct.unpack("<%de" % n, self.data)))
+            mv = memoryview(self.data)
+            step = 2 << 20  # a million numbers at a time: Python floats cost 24 bytes each
+            for i in range(0, len(mv), step):
+                part = mv[i:i + step]
+                a.extend(struct.unpack("<%de" % (len(part) // 2), part))
             return a  # unpack already produced native floats
         elif self.dtype == "BF16":
             h = array.array("H")
             h.frombytes(self.data)
             if sys.byteorder == "big":
                 h.byteswap()
-            # a bfloat16 is the top half of a float32: shift it into place
-            a = array.array("f", struct.pack("=%dI" % len(h), *[x << 16 for x in h]))
+            # a bfloat16 is the top half of a float32: put it there, a million at a time
+            step = 1 << 20
+            for i in range(0, len(h), step):
+                part = h[i:i + step]
+                a.frombytes(struct.pack("=%dI" % len(part), *[x << 16 for x in part]))
             return a
         elif self.dtype == "F64":
             d = array.array("d")
@@ -702,10 +708,10 @@ def read_pytorch_bin(path, max_bytes):
         raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
     with f:
         try:
-            is_zip = zipfile.is_zipfile(f)
+            is_zip = zipfile.is_zipfile(f)  # raises BadZipFile on some damaged zip64 records
             f.seek(0)
-        except OSError as e:
-            raise ConvertError("cannot read %s: %s" % (path, e.strerror or _why(e)))
+        except ZIP_ERRORS as e:
+            raise ConvertError("%s: a damaged zip archive (%s)" % (path, _why(e)))
         if not is_zip:
             return _read_legacy_pytorch(f, path, max_bytes)
         try:

@@ -667,6 +667,45 @@ class Refusals(unittest.TestCase):
         name = pkl.filename.replace("data.pkl", "data/1")
         self.pt_refused("storage 1 holds 4 bytes, its tensors need 32768", _set_cd_size(blob, name, 4))
 
+    def test_pytorch_damaged_zip64_records(self):
+        """Found by fuzz_convert (seed 100, cases 3665 and 10436): a zip64 locator naming another
+        disk made zipfile.is_zipfile raise BadZipFile, a traceback."""
+        blob = cp.fixture_bytes("pytorch_model.bin")
+        at = blob.rfind(b"PK\x06\x07")
+        self.assertGreater(at, 0)
+        for off, val in ((4, 1), (16, 7)):
+            b = bytearray(blob)
+            struct.pack_into("<I", b, at + off, val)
+            self.pt_refused("damaged zip archive", bytes(b), cli=off == 4)
+        at = blob.rfind(b"PK\x06\x06")
+        b = bytearray(blob)
+        struct.pack_into("<Q", b, at + 48, 1 << 62)  # the directory's offset
+        self.pt_refused("damaged zip archive", bytes(b))
+
+    def test_pytorch_f16_and_bf16_storages(self):
+        """Half and bfloat16 checkpoints convert to the same F32 values (read a million at a time)."""
+        entries, storages, root = cp.fixture_entries()
+        ref = {n: convert.Tensor("F32", [len(storages[k]) // 4], storages[k]).floats() for n, k, *_ in entries}
+        out = {}
+        for stype, dtype in (("HalfStorage", "F16"), ("BFloat16Storage", "BF16")):
+            conv = {}
+            for k, data in storages.items():
+                f = convert.Tensor("F32", [len(data) // 4], data).floats()
+                if dtype == "F16":
+                    conv[k] = struct.pack("<%de" % len(f), *f)
+                else:
+                    conv[k] = struct.pack("<%dH" % len(f), *[x >> 16 for x in struct.unpack("<%dI" % len(f), data)])
+            e = [(n, k, stype) + tuple(x) for n, k, _, *x in entries]
+            d = self.src(pytorch_model_bin=cp.torch_zip(cp.torch_pickle(e), conv, root))
+            t = convert.read_checkpoint(d, convert.parse_config(cp.fixture_config()))
+            out[dtype] = {n: t[n].floats() for n in ref}
+        for n, want in ref.items():
+            for dtype, tol in (("F16", 1e-3), ("BF16", 1e-2)):
+                got = out[dtype][n]
+                self.assertEqual(len(got), len(want))
+                self.assertTrue(all(abs(a - b) <= tol * max(1.0, abs(b)) for a, b in zip(got[:4096], want[:4096])),
+                                (dtype, n))
+
     def test_pytorch_hostile_pickles(self):
         entries, storages, root = cp.fixture_entries()
 

@@ -323,8 +323,12 @@ def cd_edit(rng, z):
         sig, fields = b"PK\x01\x02", {8: 2, 10: 2, 16: 4, 20: 4, 24: 4, 28: 2, 30: 2, 32: 2, 42: 4}
     elif kind < 0.85:
         sig, fields = b"PK\x03\x04", {6: 2, 8: 2, 14: 4, 18: 4, 22: 4, 26: 2, 28: 2}
-    else:
-        sig, fields = b"PK\x05\x06", {8: 2, 10: 2, 12: 4, 16: 4, 20: 2}
+    elif kind < 0.93:
+        sig, fields = b"PK\x05\x06", {4: 2, 6: 2, 8: 2, 10: 2, 12: 4, 16: 4, 20: 2}
+    elif kind < 0.97:  # zip64 end record (torch writes one)
+        sig, fields = b"PK\x06\x06", {4: 8, 16: 4, 20: 4, 24: 8, 32: 8, 40: 8, 48: 8}
+    else:  # zip64 locator
+        sig, fields = b"PK\x06\x07", {4: 4, 8: 8, 16: 4}
     spots = []
     i = b.find(sig)
     while i >= 0 and len(spots) < 200:

@@ -148,8 +148,10 @@ static void test_golden_files_logits(void **state) {
             /* llama.cpp's released build on the same files, measured: 0.31 / 0.037 (mix) and
                0.5016 / 0.043 (q4km). Both engines multiply int8 activations: with every
                quantized matrix multiplied by float activations instead, the q4km file lands
-               at 0.14 / 0.020, so the int8 rounding is what costs the rest; per-32 scales
-               for the K formats (§D) took the mean from 0.041 to 0.038, not the max (0.505) */
+               at 0.14 / 0.020, so the int8 rounding is what costs the rest. Finer int8
+               scales for the K formats (one per 32 numbers instead of 256, folded into the
+               integer scales) took the mean from 0.041 to 0.038 but not the max (0.505),
+               and cost prompts 20%: not kept (README, "Exactness") */
             assert_true(worst < (f == 0 ? 0.5 : 0.52));
             assert_true(sum / (double)count < 0.05);
             gpt2_free(m);

@@ -10,7 +10,7 @@ pytorch_model.bin (pickle entry edits, pickle byte flips, zip directory edits, c
 members and zip bombs, the legacy format), config.json (field edits, non-objects), rarely
 vocab.json / merges.txt -- and runs the whole conversion in-process up to the bytes it would
 write (convert.prepare + write_payloads into a counting sink). The process runs under an
-address-space limit (RLIMIT_AS, --mem-mb, default 1024) and each case under a time limit.
+address-space limit (RLIMIT_AS, --mem-mb, default 1024) and each case under a CPU-time limit.
 
 The rule: a case ends in ConvertError with a one-line message (what the command line prints
 before exiting 1), or in an output whose header the engine accepts. Anything else -- another
@@ -599,12 +599,12 @@ class Runner:
     def run_one(self, fname, data, weights, out_type, timeout):
         """None when the case obeys the rule, else a description of the finding."""
         d = self.setup_dir(fname, data, weights)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        signal.setitimer(signal.ITIMER_PROF, timeout)
         try:
             _, head, parts = convert.prepare(d, out_type, read_tok=self.read_tok)
             sink = Sink()
             n = convert.write_payloads(sink, head, parts)
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
             if n != sink.n:
                 return "wrote %d bytes, planned %d" % (sink.n, n)
             try:
@@ -614,7 +614,7 @@ class Runner:
             self.stats["converted"] += 1
             return None
         except convert.ConvertError as e:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
             msg = str(e)
             if not msg or "\n" in msg or "\r" in msg:
                 return "ConvertError without a one-line message: %r" % msg[:300]
@@ -625,14 +625,14 @@ class Runner:
             self.messages[key] = self.messages.get(key, 0) + 1
             return None
         except CaseTimeout:
-            return "took longer than %g s" % timeout
+            return "took more than %g s of CPU time" % timeout
         except BaseException as e:  # noqa: BLE001
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
             if isinstance(e, KeyboardInterrupt):
                 raise
             return "%s: %s\n%s" % (type(e).__name__, str(e)[:300], traceback.format_exc(limit=12))
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
 
     def case(self, i):
         rng = random.Random("%d:%d" % (self.args.seed, i))
@@ -659,7 +659,7 @@ def main(argv=None):
     ap.add_argument("--start", type=int, default=0, help="first case number")
     ap.add_argument("--mem-mb", type=int, default=1024, help="address-space limit (RLIMIT_AS)")
     ap.add_argument("--rss-mb", type=int, default=768, help="a case that takes the peak RSS past this is a finding")
-    ap.add_argument("--case-timeout", type=float, default=20, help="seconds one case may take")
+    ap.add_argument("--case-timeout", type=float, default=20, help="CPU seconds one case may take")
     ap.add_argument("--artifacts", default=os.path.join(ROOT, "build", "fuzz", "artifacts"))
     ap.add_argument("--case", type=int, default=None, help="run case N of --seed alone (a finding's number)")
     ap.add_argument("--replay", nargs="*", default=None,
@@ -671,7 +671,7 @@ def main(argv=None):
         args.seed = int(time.time()) % 100000
     limit = args.mem_mb << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
-    signal.signal(signal.SIGALRM, _alarm)
+    signal.signal(signal.SIGPROF, _alarm)  # CPU time: a stopped or starved process is not slow
     run = Runner(args)
     sys.setrecursionlimit(10000)
 
@@ -729,10 +729,13 @@ def main(argv=None):
         import shutil
         shutil.rmtree(run.work, ignore_errors=True)
     dt = time.time() - t0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ru.ru_utime + ru.ru_stime
     s = run.stats
-    print("fuzz_convert: seed %d, cases %d..%d: %d executions in %.0f s (%.2f/s), %d refused, %d converted, "
-          "%d findings, %d distinct errors, peak RSS %d MB"
-          % (args.seed, args.start, i - 1, s["executions"], dt, s["executions"] / max(dt, 1e-9), s["refused"],
+    print("fuzz_convert: seed %d, cases %d..%d: %d executions in %.0f s (%.2f/s; %.0f s of CPU, %.2f/CPU s), "
+          "%d refused, %d converted, %d findings, %d distinct errors, peak RSS %d MB"
+          % (args.seed, args.start, i - 1, s["executions"], dt, s["executions"] / max(dt, 1e-9), cpu,
+             s["executions"] / max(cpu, 1e-9), s["refused"],
              s["converted"], s["findings"], len(run.messages),
              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10), flush=True)
     if os.environ.get("FUZZ_CONVERT_VERBOSE"):

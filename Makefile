@@ -27,8 +27,8 @@ BINDIR  := $(PREFIX)/bin
 INCDIR  := $(PREFIX)/include
 LIBDIR  := $(PREFIX)/lib
 
-.PHONY: all test test-fast test-asan test-tsan test-examples test-install bench run clean \
-        fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds test-arm
+.PHONY: all test test-fast test-asan test-tsan test-examples test-install test-explain-html bench run clean \
+        fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds fuzz-convert test-arm
 
 all: build/libgpt2.a build/libgpt2.so build/gpt2
 
@@ -96,7 +96,11 @@ uninstall:
 build/main.o: src/main.c include/gpt2.h | build/.dirs
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
 
-build/gpt2: build/main.o build/libgpt2.a
+# gpt2 explain: part of the tool only, built on the public API
+build/explain.o: src/explain.c include/gpt2.h | build/.dirs
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+
+build/gpt2: build/main.o build/explain.o build/libgpt2.a
 	$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
 build/.dirs:
@@ -135,7 +139,7 @@ build/asan/libgpt2.a: build/asan/gpt2.o
 build/asan/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) build/asan/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) -Wno-unused-function $< build/asan/libgpt2.a -lcmocka $(LDLIBS) -o $@
 
-build/asan/gpt2: src/main.c build/asan/libgpt2.a | build/.dirs
+build/asan/gpt2: src/main.c src/explain.c build/asan/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) $^ $(LDLIBS) -o $@
 
 # `make test`: the suites, the converter's tests, then the suites again under ASan + UBSan.
@@ -152,13 +156,15 @@ test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 	@rm -f build/tests/paths-run.txt
 	@set -e; for t in $(TESTS); do echo "== $$t"; GPT2_BIN=build/gpt2 build/tests/$$t; done
 	@echo "== converter (python)"; $(PYTHON) tests/test_convert.py
-	@$(MAKE) -s test-examples test-install
+	@$(MAKE) -s test-examples test-install test-explain-html
 	@scripts/paths_covered.sh build/tests/paths-run.txt
 
 test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
 	@rm -f build/tests/paths-run.txt
+	@echo "== under ASan + UBSan the whole-model tests run on scalar and the best path of each"
+	@echo "   family (GPT2_TEST_PATHS=families); every path ran them in the plain run above"
 	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; \
-	  ASAN_OPTIONS=detect_leaks=1 GPT2_BIN=build/asan/gpt2 build/asan/$$t; done
+	  ASAN_OPTIONS=detect_leaks=1 GPT2_TEST_PATHS=families GPT2_BIN=build/asan/gpt2 build/asan/$$t; done
 	@scripts/paths_covered.sh build/tests/paths-run.txt
 
 # the examples run on the fixture model, static and shared; then an install into a scratch
@@ -166,6 +172,11 @@ test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
 test-examples: examples $(FIXTURES)
 	@echo "== examples (static and shared)"
 	@sh tests/test_examples.sh build/examples build/fixtures/tiny.gguf
+
+# gpt2 explain --html rendered by a real browser (chromium, headless); fails without one
+test-explain-html: build/gpt2 build/fixtures/tiny.gguf
+	@echo "== gpt2 explain --html in chromium"
+	@sh tests/test_explain_html.sh build/gpt2 build/fixtures/tiny.gguf
 
 test-install: all
 	@echo "== make install into a scratch DESTDIR, pkg-config, uninstall"
@@ -242,7 +253,7 @@ $(FUZZ_BIN)/gpt2.o: src/gpt2.c include/gpt2.h src/unicode_tables.h
 	@mkdir -p $(FUZZ_BIN)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) $(WARN) -c $< -o $@
 
-$(FUZZ_BIN)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_BIN)/gpt2.o
+$(FUZZ_BIN)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h src/main.c $(FUZZ_BIN)/gpt2.o
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) $(WARN) $< $(FUZZ_BIN)/gpt2.o $(LDLIBS) -o $@
 
 fuzz-build: $(addprefix $(FUZZ_BIN)/,$(FUZZ_TARGETS))
@@ -260,6 +271,15 @@ fuzz: fuzz-build build/fixtures/tiny.gguf
 	  grep -E '^#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|new_units_added|peak_rss)' \
 	    build/fuzz/$$t.log || true; \
 	done; echo "fuzz: $(words $(FUZZ_TARGETS)) passed, 0 failed"
+	@$(MAKE) --no-print-directory fuzz-convert FUZZ_S=$(FUZZ_S)
+
+# the converter's safetensors / pickle / zip readers (Python, no clang): mutated fixtures under a
+# 1 GiB RLIMIT_AS, FUZZ_S seconds; findings go to build/fuzz/artifacts/convert-SEED-CASE.<file>,
+# replayed with: python3 tests/fuzz/fuzz_convert.py --replay <artifact>. FUZZ_SEED fixes the seed.
+fuzz-convert:
+	@mkdir -p build/fuzz/artifacts
+	@echo "== fuzz_convert ($(FUZZ_S) s)"; nice -n 19 $(PYTHON) tests/fuzz/fuzz_convert.py -t $(FUZZ_S) \
+	  --artifacts build/fuzz/artifacts $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 # a short run of every target (CI calls it when clang is there)
 fuzz-smoke:

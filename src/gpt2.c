@@ -1838,12 +1838,13 @@ enum kq_isa {
     KQ_ISA_COUNT
 };
 
-/* activations for the K formats: per 256 numbers (as ggml's Q8_K) */
+/* activations for the K formats: 256 numbers, x[i] ~ q[i] * d * mul[i / 16] (§D says why) */
 typedef struct q8k_record {
-    int8_t q[256];      /* nearest(x * (-127 / m)), m the number of largest magnitude */
-    int16_t bsum[16];   /* the sums of q over each 16 numbers */
-    float d;            /* m / -127 (0 for an all-zero block) */
-    uint8_t pad[28];    /* to 320 bytes */
+    int8_t q[256];
+    int16_t bsum[16];   /* the sums of q over each 16 numbers, times mul */
+    int8_t mul[16];     /* 1 to 16: each 32 numbers' share of the scale (twice, per 16) */
+    float d;            /* (0 for an all-zero block) */
+    uint8_t pad[12];    /* to 320 bytes */
 } q8k_record;
 
 /* a tile as dot_tile_fn, over quantized activation rows ldx_bytes apart */
@@ -2944,7 +2945,8 @@ static size_t utf8_unfinished_tail(const uint8_t *s, size_t n) {
 
 /* hands the first n held bytes to emit and drops them; emit's nonzero answer is returned */
 static int stream_emit(gpt2_text_stream *ts, size_t n, gpt2_on_text emit, void *user) {
-    int r = n && emit ? emit(user, ts->buf, n) : 0;
+    if (n == 0) return 0;
+    int r = emit ? emit(user, ts->buf, n) : 0;
     memmove(ts->buf, ts->buf + n, ts->len - n);
     ts->len -= n;
     return r;
@@ -2953,7 +2955,7 @@ static int stream_emit(gpt2_text_stream *ts, size_t n, gpt2_on_text emit, void *
 int gpt2_text_stream_push(gpt2_text_stream *ts, const char *bytes, size_t len, gpt2_on_text emit,
                           void *user) {
     if (!ts || ts->stopped) return 1;
-    if (!bytes && len) return 0;
+    if (!bytes || !len) return 0; /* nothing new: nothing can complete */
     if (ts->len + len > ts->cap) {
         size_t cap = (ts->len + len) * 2 + 64;
         char *b = realloc(ts->buf, cap);
@@ -5081,7 +5083,7 @@ gpt2_status gpt2_read_bandwidth(int32_t n_threads, double *gb_per_s) {
     if (n_threads < 1 || n_threads > 256 || !gb_per_s) return GPT2_E_ARG;
     size_t n = (size_t)64 << 20; /* 256 MB of floats, cache-line aligned (a straddling load
                                       reads two lines and halves the figure) */
-    float *buf = aligned_alloc(64, n * sizeof(float));
+    float *buf = alloc64(n * sizeof(float));
     pool *p = pool_new(n_threads);
     if (!buf || !p) {
         free(buf);
@@ -5467,24 +5469,35 @@ static void kq_quantize_b8(const float *x, int64_t n, q8_group *g) {
     }
 }
 
+/* The K formats' activations. ggml's Q8_K gives 256 numbers one scale, set by the largest:
+   the smaller numbers elsewhere in the block keep fewer bits. Here each 32 numbers get a
+   scale of their own, d * mul, with mul an integer from 1 to 16 (within 1/mul of the best
+   scale for those 32): a dot product multiplies mul into the weights' integer scales, so
+   its sums stay integers and the finer scales cost nothing. */
+#define KQ_K_MUL 16
 static void kq_quantize_k8(const float *x, int64_t n, q8k_record *y) {
     for (int64_t b = 0; b < n / KQ_QKK; b++, x += KQ_QKK, y++) {
         memset(y, 0, sizeof *y);
-        float amax = 0.0f, m = 0.0f;
-        for (int i = 0; i < KQ_QKK; i++)
-            if (fabsf(x[i]) > amax) {
-                amax = fabsf(x[i]);
-                m = x[i];
-            }
+        for (int j = 0; j < 16; j++) y->mul[j] = 1;
+        float amax = 0.0f;
+        for (int i = 0; i < KQ_QKK; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
         if (amax > 0.0f && amax <= FLT_MAX) {
-            float iscale = -127.0f / m;
-            for (int i = 0; i < KQ_QKK; i++) y->q[i] = kq_round127(iscale * x[i]);
-            y->d = 1.0f / iscale;
+            const float d = amax / (127.0f * KQ_K_MUL);
+            for (int s = 0; s < 8; s++) {
+                float smax = 0.0f;
+                for (int i = 0; i < 32; i++) smax = fabsf(x[32 * s + i]) > smax ? fabsf(x[32 * s + i]) : smax;
+                int mul = (int)ceilf(smax / amax * KQ_K_MUL); /* smax / (d * mul) <= 127 */
+                mul = mul < 1 ? 1 : mul > KQ_K_MUL ? KQ_K_MUL : mul;
+                const float id = 1.0f / (d * (float)mul);
+                for (int i = 0; i < 32; i++) y->q[32 * s + i] = kq_round127(x[32 * s + i] * id);
+                y->mul[2 * s] = y->mul[2 * s + 1] = (int8_t)mul;
+            }
+            y->d = d;
         }
         for (int j = 0; j < 16; j++) {
             int s = 0;
             for (int i = 0; i < 16; i++) s += y->q[16 * j + i];
-            y->bsum[j] = (int16_t)s;
+            y->bsum[j] = (int16_t)(s * y->mul[j]); /* |s| <= 2032, times 16 fits */
         }
     }
 }
@@ -5502,12 +5515,13 @@ static int kq_quantize_act(int type, const float *x, int64_t n, void *out) {
  * One (row, token) pair at a time, blocks in order, one float accumulator:
  *   q4_0 q5_0 q8_0   acc += (d_w * d_x) * isum              isum = sum of w_int * q_x
  *   q4_1 q5_1        acc += (d_w * d_x) * isum; acc += (m_w * d_x) * xsum     (w_int >= 0)
- *   q2_K q4_K q5_K   per 256: S = sum_j sc_j * isum_j, M = sum_j mn_j * xsum_j (int32, exact);
+ *   q2_K q4_K q5_K   per 256: S = sum_j sc_j * mul_j * isum_j, M = sum_j mn_j * xsum_j;
  *                    acc += (d_x * d_w) * S; acc -= (d_x * dmin_w) * M
- *   q3_K q6_K        per 256: S = sum_j sc_j * isum_j (signed scales and numbers);
+ *   q3_K q6_K        per 256: S = sum_j sc_j * mul_j * isum_j (signed scales and numbers);
  *                    acc += (d_x * d_w) * S
- * where w_int is the block's integer (offset included) and xsum the sum of the activation
- * integers it meets. Every integer sum is exact (|S| < 2^31 for any input).
+ * where w_int is the block's integer (offset included), xsum the sum of the activation
+ * integers it meets (times mul_j for the K formats: bsum). Every integer sum is exact. The
+ * SIMD tiles keep S in 8 or 16 int32 lanes, each of at most 32 products: under 2^31.
  * ---------------------------------------------------------------------------------------- */
 
 /* the integer weights of one block, offset included, in element order */
@@ -5624,11 +5638,12 @@ static float kq_dot1_k(int type, const uint8_t *w, const q8k_record *x, int64_t 
     for (int64_t b = 0; b < n / KQ_QKK; b++, w += bb, x++) {
         float d, dmin = 0.0f;
         bool has_min = kq_ints_k(type, w, q, sc, mn, &d, &dmin);
-        int32_t S = 0, M = 0;
+        int64_t S = 0; /* 256 products times scales up to 2048: past 32 bits at worst */
+        int32_t M = 0;
         for (int j = 0; j < 16; j++) {
             int32_t s = 0;
             for (int i = 0; i < 16; i++) s += q[16 * j + i] * x->q[16 * j + i];
-            S += sc[j] * s;
+            S += (int64_t)(sc[j] * x->mul[j]) * s;
             if (has_min) M += mn[j] * x->bsum[j];
         }
         acc += (x->d * d) * (float)S;
@@ -6431,11 +6446,17 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_run(int type, const uint8_t *b, int
 static inline int kq_k_offset_shift(int type) { return type == GPT2_TYPE_Q6_K ? 5 : type == GPT2_TYPE_Q3_K ? 2 : 0; }
 static inline bool kq_k_min(int type) { return type == GPT2_TYPE_Q2_K || type == GPT2_TYPE_Q4_K || type == GPT2_TYPE_Q5_K; }
 
-/* the scale words of run r: numbers 0-15 get sc[2r], 16-31 sc[2r+1] */
-KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
-    const __m128i ctl = _mm_set_epi64x((long long)(0x0101010101010101ULL * (uint64_t)(2 * r + 1)),
-                                       (long long)(0x0101010101010101ULL * (uint64_t)(2 * r)));
-    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, ctl));
+/* the weights' 16 scales times the activations' mul (q8k_record): 16 words */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scales_mul(__m128i sc, const q8k_record *x) {
+    return _mm256_mullo_epi16(_mm256_cvtepi8_epi16(sc), _mm256_cvtepi8_epi16(kq_ld128(x->mul)));
+}
+
+/* the scale words of run r from 16 words s: numbers 0-15 get s[2r], 16-31 s[2r+1] */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m256i s, int r) {
+    const __m256i pair = _mm256_permutevar8x32_epi32(s, _mm256_set1_epi32(r)); /* s[2r], s[2r+1] */
+    const __m256i ctl = _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2,
+                                        1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+    return _mm256_shuffle_epi8(pair, ctl);
 }
 
 /* ==== ymm tiles: rows one after another for one token; a 4 x 2 tile of (row, token) pairs
@@ -6484,13 +6505,17 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
                 for (int o = 0; o < bb; o += 64) _mm_prefetch((const char *)b + KQ_PREFETCH + o, _MM_HINT_T0); \
                 kq_kscales ks;                                                                   \
                 kq_k_scales(TYPE, b, &ks);                                                       \
-                __m256i si[NT];                                                               \
-                KQ_UNROLL for (int t = 0; t < NT; t++) si[t] = _mm256_setzero_si256();           \
+                __m256i si[NT], s16[NT];                                                      \
+                KQ_UNROLL for (int t = 0; t < NT; t++) {                                         \
+                    si[t] = _mm256_setzero_si256();                                               \
+                    s16[t] = kq_k_scales_mul(ks.sc, (const q8k_record *)((const uint8_t *)xq + (size_t)t * ldx) + blk); \
+                }                                                                             \
                 KQ_UNROLL for (int q = 0; q < 8; q++) {                                          \
-                    const __m256i wq = kq_k_run(TYPE, b, q), sw = kq_k_scale_words(ks.sc, q);       \
+                    const __m256i wq = kq_k_run(TYPE, b, q);                                     \
                     KQ_UNROLL for (int t = 0; t < NT; t++) {                                     \
                         const q8k_record *x = (const q8k_record *)((const uint8_t *)xq + (size_t)t * ldx) + blk; \
-                        si[t] = kq_##V##_dpwssd(si[t], _mm256_maddubs_epi16(wq, kq_ld256(x->q + 32 * q)), sw); \
+                        si[t] = kq_##V##_dpwssd(si[t], _mm256_maddubs_epi16(wq, kq_ld256(x->q + 32 * q)), \
+                                                kq_k_scale_words(s16[t], q));                     \
                     }                                                                         \
                 }                                                                             \
                 KQ_UNROLL for (int t = 0; t < NT; t++) {                                         \
@@ -6704,15 +6729,17 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_run64(int type, const uint8_t *b,
                 for (int o = 0; o < bb; o += 64) _mm_prefetch((const char *)b + KQ_PREFETCH + o, _MM_HINT_T0); \
                 kq_kscales ks;                                                                   \
                 kq_k_scales(TYPE, b, &ks);                                                       \
-                const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(ks.sc));     \
-                __m512i si[NT];                                                               \
-                KQ_UNROLL for (int t = 0; t < NT; t++) si[t] = _mm512_setzero_si512();           \
+                __m512i si[NT], s16[NT];                                                      \
+                KQ_UNROLL for (int t = 0; t < NT; t++) {                                         \
+                    si[t] = _mm512_setzero_si512();                                               \
+                    s16[t] = _mm512_castsi256_si512(kq_k_scales_mul(ks.sc, (const q8k_record *)((const uint8_t *)xq + (size_t)t * ldx) + blk)); \
+                }                                                                             \
                 KQ_UNROLL for (int q = 0; q < 4; q++) {                                          \
                     const __m512i wq = kq_k_run64(TYPE, b, q);                                   \
-                    const __m512i sw = kq_k_scale_words64(sc16, q);                              \
                     KQ_UNROLL for (int t = 0; t < NT; t++) {                                     \
                         const q8k_record *x = (const q8k_record *)((const uint8_t *)xq + (size_t)t * ldx) + blk; \
-                        si[t] = kq_##V##_dpwssd(si[t], _mm512_maddubs_epi16(wq, _mm512_loadu_si512(x->q + 64 * q)), sw); \
+                        si[t] = kq_##V##_dpwssd(si[t], _mm512_maddubs_epi16(wq, _mm512_loadu_si512(x->q + 64 * q)), \
+                                                kq_k_scale_words64(s16[t], q));                   \
                     }                                                                         \
                 }                                                                             \
                 KQ_UNROLL for (int t = 0; t < NT; t++) {                                         \

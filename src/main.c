@@ -6,6 +6,8 @@
  *   gpt2 perplexity -m MODEL -f FILE                           perplexity as HF computes it
  *   gpt2 bench      -m MODEL [-p N] [-n N] [-t N]              prompt and generation speed
  *   gpt2 quantize   IN.gguf OUT.gguf TYPE                      f32, f16, bf16, q8_0
+ *   gpt2 explain    [-m MODEL] -p TEXT [--json] [--html FILE]  every stage, for a learner
+ *                   (src/explain.c)
  *
  * Generated text goes to stdout; progress, statistics and errors to stderr. Every error is
  * one line and a non-zero exit status (1 for failures, 2 for bad usage).
@@ -38,6 +40,7 @@
 
 typedef enum {
     CMD_COMPLETE, CMD_TOKENIZE, CMD_DETOKENIZE, CMD_PERPLEXITY, CMD_BENCH, CMD_QUANTIZE, CMD_INFO,
+    CMD_EXPLAIN,
     CMD_HELP,     /* print opts.help to stdout, exit 0 */
     CMD_VERSION
 } cli_command;
@@ -67,6 +70,10 @@ typedef struct {
     bool roofline, tokenizer;
     /* quantize */
     const char *quant_in, *quant_out, *quant_type;
+    /* explain */
+    const char *html, *lang;      /* --html FILE; --lang (NULL: English) */
+    bool json;
+    int top_n;                    /* --top N rows (default 10) */
 } cli_opts;
 
 typedef struct {
@@ -78,6 +85,13 @@ typedef struct {
     bool failed;
 } parser;
 
+/* An error is one line: control characters that came from the arguments (a newline in a
+   file name, say) are shown as '?'. */
+static void one_line(char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
+}
+
 /* the first error wins; everything after it is skipped by the callers' checks */
 static void fail(parser *p, const char *fmt, ...) {
     if (p->failed) return;
@@ -86,6 +100,7 @@ static void fail(parser *p, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(p->err, p->err_len, fmt, ap);
     va_end(ap);
+    if (p->err_len) one_line(p->err);
 }
 
 /* the value after a flag ("" after an error) */
@@ -225,6 +240,25 @@ static const char *info_help =
     "Prints what the file holds: the model's shape, its metadata, a table of its tensors\n"
     "(name, shape, type, bytes) and the totals per type.\n";
 
+static const char *explain_help =
+    "usage: gpt2 explain [-m MODEL] (-p TEXT | -f FILE) [--json] [--html FILE] [--lang en|ko]\n"
+    "                    [--top N] [--temp T] [--top-k K] [--top-p P] [--repeat-penalty R]\n"
+    "                    [--seed S] [--beams B] [-n N] [--length-penalty L]\n\n"
+    "Shows every stage of GPT-2 for one prompt: the tokenizer's pieces and BPE merges, the\n"
+    "embeddings, each block's attention and residual stream with the logit lens, the\n"
+    "next-token table, and that table after each decoding filter in Hugging Face's order\n"
+    "(repetition penalty, temperature, top-k, top-p), what greedy decoding and sampling with\n"
+    "the seed pick, and with --beams the beam-search tree over -n steps (default 4).\n\n"
+    "      --json              the same content as JSON on stdout\n"
+    "      --html FILE         one self-contained web page (nothing on stdout unless --json)\n"
+    "      --lang ko           headings and explanations in Korean (default en)\n"
+    "      --top N             rows of the next-token tables (default 10)\n"
+    "      --special           \"<|endoftext|>\" in the prompt is the special token\n"
+    "  -t, --threads N         threads (default: all cores)\n"
+    "The decoding flags mean what they mean for completion (gpt2 --help); defaults: --temp\n"
+    "0.8 --top-k 40 --top-p 0.95 --repeat-penalty 1 --seed 0. The prompt may have at most\n"
+    "256 tokens.\n";
+
 static const char *main_help =
     "gpt2 " GPT2_VERSION " — GPT-2 inference on the CPU\n"
     "\n"
@@ -236,6 +270,7 @@ static const char *main_help =
     "  gpt2 bench      [-m MODEL] [-p N] [-n N] [-t N]            prompt and generation tokens/s\n"
     "  gpt2 quantize   IN.gguf OUT.gguf TYPE                      q8_0, q4_k_m, ... (llama.cpp's recipes)\n"
     "  gpt2 info       MODEL.gguf                                 metadata, tensors and their types\n"
+    "  gpt2 explain    [-m MODEL] -p TEXT [--html FILE] [--json]  every stage of the model, for a learner\n"
     "  gpt2 --version                                             the version\n"
     "  gpt2 --help                                                this help\n"
     "\n"
@@ -245,7 +280,7 @@ static const char *main_help =
 static bool is_command(const char *s) {
     return !strcmp(s, "complete") || !strcmp(s, "tokenize") || !strcmp(s, "detokenize") ||
            !strcmp(s, "perplexity") || !strcmp(s, "bench") || !strcmp(s, "quantize") ||
-           !strcmp(s, "info");
+           !strcmp(s, "info") || !strcmp(s, "explain");
 }
 
 /* -m, -t, --kernels: taken by several commands; true if f was one of them */
@@ -402,6 +437,51 @@ static void parse_info(parser *p, cli_opts *o) {
     }
 }
 
+static void parse_explain(parser *p, cli_opts *o) {
+    bool n_set = false;
+    gpt2_generate_params *gp = &o->gp;
+    for (; p->i < p->argc && !p->failed; p->i++) {
+        const char *f = p->argv[p->i];
+        if (!strcmp(f, "-h") || !strcmp(f, "--help")) { o->cmd = CMD_HELP; o->help = explain_help; return; }
+        else if (shared_flag(p, o, f, true)) {}
+        else if (!strcmp(f, "-p") || !strcmp(f, "--prompt")) o->text = need_value(p, f);
+        else if (!strcmp(f, "-f") || !strcmp(f, "--file")) o->file = need_value(p, f);
+        else if (!strcmp(f, "--json")) o->json = true;
+        else if (!strcmp(f, "--html")) {
+            o->html = need_value(p, f);
+            if (!p->failed && !*o->html) fail(p, "--html needs a file name");
+        }
+        else if (!strcmp(f, "--lang")) o->lang = need_value(p, f);
+        else if (!strcmp(f, "--top")) o->top_n = (int)parse_int(p, f, need_value(p, f), 1, 1000);
+        else if (!strcmp(f, "--special")) o->special = true;
+        else if (!strcmp(f, "-n") || !strcmp(f, "--n-predict")) {
+            gp->max_new_tokens = (int32_t)parse_int(p, f, need_value(p, f), 1, 256);
+            n_set = true;
+        }
+        else if (!strcmp(f, "--temp"))
+            gp->sampling.temperature = parse_float(p, f, need_value(p, f), 0, false, 1e6);
+        else if (!strcmp(f, "--top-k"))
+            gp->sampling.top_k = (int32_t)parse_int(p, f, need_value(p, f), 0, INT32_MAX);
+        else if (!strcmp(f, "--top-p"))
+            gp->sampling.top_p = parse_float(p, f, need_value(p, f), 0, true, 1);
+        else if (!strcmp(f, "--repeat-penalty"))
+            gp->sampling.repetition_penalty = parse_float(p, f, need_value(p, f), 0, true, 1e6);
+        else if (!strcmp(f, "--seed")) { gp->sampling.seed = parse_u64(p, f, need_value(p, f)); o->seed_set = true; }
+        else if (!strcmp(f, "--greedy")) gp->sampling.temperature = 0;
+        else if (!strcmp(f, "--beams")) gp->num_beams = (int32_t)parse_int(p, f, need_value(p, f), 1, 64);
+        else if (!strcmp(f, "--length-penalty"))
+            gp->length_penalty = parse_float(p, f, need_value(p, f), -1e6, false, 1e6);
+        else if (is_command(f)) fail(p, "the command comes first: gpt2 %s [options]", f);
+        else fail(p, "unknown option '%.64s' (see gpt2 explain --help)", f);
+    }
+    if (p->failed) return;
+    if (o->text && o->file) fail(p, "give the prompt with -p or -f, not both");
+    else if (!o->text && !o->file) fail(p, "no prompt: give one with -p TEXT (see gpt2 explain --help)");
+    if (!n_set) gp->max_new_tokens = 4;
+    if (!o->seed_set) gp->sampling.seed = 0;
+    if (!o->top_n) o->top_n = 10;
+}
+
 static void cli_free(cli_opts *o) {
     for (int i = 0; i < o->n_stop; i++) free(o->stops[i]);
     o->n_stop = 0;
@@ -442,6 +522,7 @@ static int cli_parse(int argc, char **argv, cli_opts *o, char *err, size_t err_l
     else if (!strcmp(cmd, "bench")) { o->cmd = CMD_BENCH; parse_bench(&p, o); }
     else if (!strcmp(cmd, "quantize")) { o->cmd = CMD_QUANTIZE; parse_quantize(&p, o); }
     else if (!strcmp(cmd, "info")) { o->cmd = CMD_INFO; parse_info(&p, o); }
+    else if (!strcmp(cmd, "explain")) { o->cmd = CMD_EXPLAIN; parse_explain(&p, o); }
     else if (!strcmp(cmd, "complete")) { o->cmd = CMD_COMPLETE; parse_complete(&p, o); }
     else if (cmd[0] != '-') fail(&p, "unknown command '%.64s' (see gpt2 --help)", cmd);
     else { p.i = 1; o->cmd = CMD_COMPLETE; parse_complete(&p, o); }
@@ -453,13 +534,14 @@ static int cli_parse(int argc, char **argv, cli_opts *o, char *err, size_t err_l
  * ======================================================================================== */
 
 _Noreturn static void die(int code, const char *fmt, ...) {
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    fflush(stdout);
-    fputs("gpt2: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    one_line(msg);
+    fflush(stdout);
+    fprintf(stderr, "gpt2: error: %s\n", msg);
     exit(code);
 }
 
@@ -1011,6 +1093,32 @@ static int cmd_info(cli_opts *o) {
  * ======================================================================================== */
 
 #ifndef GPT2_CLI_NO_MAIN
+/* ---- gpt2 explain (the work is in src/explain.c) ------------------------------------------- */
+
+int explain_lang_ok(const char *lang);
+int explain_run(const gpt2_model *m, gpt2_context *c, const char *text, size_t len, int special,
+                const gpt2_generate_params *gp, int top_n, int json, const char *html_path,
+                const char *lang, char *err, size_t err_len);
+
+static int cmd_explain(cli_opts *o) {
+    if (!explain_lang_ok(o->lang)) die(1, "unknown language for --lang: '%.32s' (en or ko)", o->lang);
+    size_t len;
+    char *text = input_text(o, &len);
+    require_utf8(text, len, "the prompt");
+    if (len == 0) die(1, "the prompt is empty");
+    gpt2_model *m = load_model(o, NULL);
+    gpt2_context *c = new_context(m, o, 0, NULL);
+    gpt2_generate_params gp = o->gp;
+    gp.eos_id = gpt2_get_config(m).eot_id;
+    char err[512];
+    if (explain_run(m, c, text, len, o->special, &gp, o->top_n, o->json, o->html, o->lang, err, sizeof err))
+        die(1, "%s", err[0] ? err : "explain failed");
+    free(text);
+    gpt2_context_free(c);
+    gpt2_free(m);
+    return finish_output();
+}
+
 int main(int argc, char **argv) {
     cli_opts o;
     char err[256];
@@ -1041,6 +1149,7 @@ int main(int argc, char **argv) {
     case CMD_BENCH: r = cmd_bench(&o); break;
     case CMD_QUANTIZE: r = cmd_quantize(&o); break;
     case CMD_INFO: r = cmd_info(&o); break;
+    case CMD_EXPLAIN: r = cmd_explain(&o); break;
     }
     cli_free(&o);
     return r;

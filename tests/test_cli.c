@@ -185,6 +185,9 @@ static void test_errors_are_one_line(void **state) {
     expect_error(run(M " -p ''"), 1, "empty");
     expect_error(run(M), 2, "no prompt");
     expect_error(run("frobnicate"), 2, "frobnicate");
+    /* a newline in an argument does not make the error two lines */
+    expect_error(run("\"$(printf 'frob\\nnicate')\""), 2, "frob?nicate");
+    expect_error(run("-m \"$(printf 'no/such\\nmodel.gguf')\" -p hi"), 1, "no/such?model.gguf");
     expect_error(run(M " tokenize hello"), 2, "the command comes first: gpt2 tokenize");
     assert_int_equal(system("printf 'abc\\377def' > build/tests/cli.bad"), 0);
     expect_error(run(M " -f build/tests/cli.bad"), 1, "UTF-8");
@@ -265,6 +268,116 @@ static void test_perplexity_and_quantize(void **state) {
     remove("build/tests/cli-q4km.gguf");
 }
 
+/* the widest line of a text, in terminal columns (Hangul counts 2) */
+static int widest_line(const char *s) {
+    int w = 0, best = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\n') { w = 0; continue; }
+        if ((*p & 0xC0) == 0x80) continue;
+        w += *p == 0xEA || *p == 0xEB || *p == 0xEC || *p == 0xED ? 2 : 1; /* U+A000..U+DFFF */
+        if (w > best) best = w;
+    }
+    return best;
+}
+
+/* gpt2 explain: every section, the same ids as tokenize, the library's own sampled pick,
+   JSON that parses, Korean, and errors */
+static void test_explain(void **state) {
+    (void)state;
+    const char *sections[] = {"1. Tokenization", "2. Embeddings", "3. Transformer blocks", "logit lens",
+                              "4. Next token", "5. Decoding", "greedy", "sampling", "tokens kept"};
+    assert_int_equal(run("explain " M " -p 'Hello world' --seed 7"), 0);
+    for (size_t i = 0; i < sizeof sections / sizeof *sections; i++) {
+        if (!strstr(out_text, sections[i])) fprintf(stderr, "missing section: %s\n", sections[i]);
+        assert_non_null(strstr(out_text, sections[i]));
+    }
+    assert_non_null(strstr(out_text, "15496   Hello"));
+    assert_non_null(strstr(out_text, "995     \xe2\x90\xa3world")); /* the leading space made visible */
+    assert_non_null(strstr(out_text, "(rank ")); /* merges */
+    assert_null(strchr(out_text, '\033'));          /* no colour in a pipe */
+    assert_true(widest_line(out_text) <= 80);
+    /* the sampled token is the one gpt2_generate picks with the same parameters and seed */
+    gpt2_model *m;
+    assert_int_equal(gpt2_load(FIXTURE_GGUF, &m, NULL, 0), GPT2_OK);
+    gpt2_context *c;
+    assert_int_equal(gpt2_context_new(m, NULL, &c), GPT2_OK);
+    int32_t prompt[2] = {15496, 995}, out[4];
+    size_t n;
+    gpt2_generate_params p = gpt2_generate_default_params(m);
+    p.sampling.temperature = 0.8f;
+    p.sampling.top_k = 40;
+    p.sampling.top_p = 0.95f;
+    p.sampling.seed = 7;
+    p.max_new_tokens = 1;
+    assert_int_equal(gpt2_generate(c, prompt, 2, &p, out, 4, &n, NULL, NULL), GPT2_OK);
+    char want[64];
+    snprintf(want, sizeof want, "(id %d, rank ", out[0]);
+    const char *at = strstr(out_text, "seed 7 -> ");
+    assert_non_null(at);
+    assert_non_null(strstr(at, want));
+    gpt2_context_free(c);
+    gpt2_free(m);
+
+    /* JSON: parses, and holds the ids gpt2 tokenize gives (Korean text included) */
+    const char *text = "'Hello world, \xec\x95\x88\xeb\x85\x95 <&> \"q\"'";
+    assert_int_equal(run("tokenize " M " %s", text), 0);
+    char *ids = strdup(out_text);
+    assert_int_equal(run("explain " M " -p %s --json --beams 2 -n 2", text), 0);
+    assert_int_equal(system("python3 -c 'import json,sys; d=json.load(open(\"build/tests/cli.out\")); "
+                            "print(\" \".join(str(t[\"id\"]) for t in d[\"tokenization\"][\"tokens\"])); "
+                            "assert d[\"decoding\"][\"beam_search\"][\"winner\"][\"tokens\"]; "
+                            "assert len(d[\"blocks\"][\"layers\"]) == 2 and d[\"next_token\"][\"top\"]' "
+                            "> build/tests/explain.ids"), 0);
+    char *got = read_all("build/tests/explain.ids", NULL);
+    assert_string_equal(got, ids);
+    free(got);
+    free(ids);
+    /* beams in the terminal */
+    assert_int_equal(run("explain " M " -p 'Hello' --beams 3 -n 3"), 0);
+    assert_non_null(strstr(out_text, "beam search (--beams 3, -n 3)"));
+    assert_non_null(strstr(out_text, "winner (score "));
+    assert_true(widest_line(out_text) <= 80);
+    /* filters given on the command line, and greedy: no warpers */
+    assert_int_equal(run("explain " M " -p 'Hello' --repeat-penalty 1.5 --top-k 5 --top-p 0.5 --temp 1.3"), 0);
+    assert_non_null(strstr(out_text, "rep"));
+    assert_non_null(strstr(out_text, "top-k"));
+    assert_int_equal(run("explain " M " -p 'Hello' --greedy"), 0);
+    assert_non_null(strstr(out_text, "Sampling is off"));
+    /* Korean */
+    assert_int_equal(run("explain " M " -p 'Hello world' --lang ko --beams 2 -n 2"), 0);
+    assert_non_null(strstr(out_text, "1. \xed\x86\xa0\xed\x81\xb0\xed\x99\x94"));       /* 토큰화 */
+    assert_non_null(strstr(out_text, "2. \xec\x9e\x84\xeb\xb2\xa0\xeb\x94\xa9"));       /* 임베딩 */
+    assert_non_null(strstr(out_text, "5. \xeb\x94\x94\xec\xbd\x94\xeb\x94\xa9"));       /* 디코딩 */
+    assert_null(strstr(out_text, "Tokenization"));
+    assert_true(widest_line(out_text) <= 80);
+    assert_int_equal(run("explain --help"), 0);
+    assert_non_null(strstr(out_text, "usage: gpt2 explain"));
+    /* errors */
+    expect_error(run("explain " M " -p hi --lang fr"), 1, "--lang");
+    expect_error(run("explain " M), 2, "no prompt");
+    expect_error(run("explain " M " -p hi --bogus"), 2, "--bogus");
+    expect_error(run("explain " M " -p hi --top 0"), 2, "--top");
+    expect_error(run("explain " M " -p hi --html"), 2, "--html needs a value");
+    expect_error(run("explain " M " -p hi --beams 0"), 2, "--beams");
+    expect_error(run("explain " M " -p ''"), 1, "empty");
+    expect_error(run("explain " M " -p hi --html /dev/null"), 1, "not a regular file");
+    expect_error(run("explain " M " -p hi --html build/tests"), 1, "not a regular file");
+    expect_error(run("explain " M " -p hi --html no/such/dir/page.html"), 1, "no/such/dir/page.html");
+    expect_error(run("explain -m no/such/model.gguf -p hi"), 1, "no/such/model.gguf");
+    expect_error(run("explain " M " -f build/tests/cli.long"), 1, "tokens");
+    expect_error(run("explain " M " -p hi >/dev/full"), 1, "writing the output failed");
+    expect_error(run("explain " M " -p hi --json >/dev/full"), 1, "writing the output failed");
+    /* --html alone writes the page and nothing on stdout */
+    remove("build/tests/explain.html");
+    assert_int_equal(run("explain " M " -p hi --html build/tests/explain.html"), 0);
+    assert_string_equal(out_text, "");
+    char *page = read_all("build/tests/explain.html", NULL);
+    assert_non_null(strstr(page, "<!DOCTYPE html>"));
+    assert_non_null(strstr(page, "</html>"));
+    free(page);
+    remove("build/tests/explain.html");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenize_detokenize),
@@ -273,6 +386,7 @@ int main(void) {
         cmocka_unit_test(test_errors_are_one_line),
         cmocka_unit_test(test_context_end),
         cmocka_unit_test(test_perplexity_and_quantize),
+        cmocka_unit_test(test_explain),
     };
     int r = cmocka_run_group_tests_name("cli", tests, setup, NULL);
     free(out_text);

@@ -497,6 +497,11 @@ static void test_text_stream(void **state) {
     /* "한국" is 6 bytes; fed one byte at a time, it comes out as two whole characters */
     assert_int_equal(gpt2_text_stream_new(NULL, 0, &ts), GPT2_OK);
     memset(&k, 0, sizeof k);
+    /* an empty push on a new stream (its buffer not yet allocated): nothing, and no UB
+       (a fuzzer found memcpy from a null buffer here) */
+    assert_int_equal(gpt2_text_stream_push(ts, "", 0, sink_text, &k), 0);
+    assert_int_equal(gpt2_text_stream_flush(ts, sink_text, &k), 0);
+    assert_int_equal(k.calls, 0);
     const char *ko = "\xed\x95\x9c\xea\xb5\xad";
     for (int i = 0; i < 6; i++) {
         assert_int_equal(gpt2_text_stream_push(ts, ko + i, 1, sink_text, &k), 0);

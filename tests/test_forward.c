@@ -458,7 +458,7 @@ static void run_tile(const kernel_table *kt, size_t ti, const uint8_t *w, size_t
         return;
     }
     size_t ldq = (size_t)q8_groups(n);
-    q8_group *q = aligned_alloc(64, (size_t)nt * ldq * sizeof *q);
+    q8_group *q = alloc64((size_t)nt * ldq * sizeof *q);
     assert_non_null(q);
     for (int t = 0; t < nt; t++) kt->quantize_q8(x + (size_t)t * ldx, n, q + (size_t)t * ldq);
     kt->dot_q8(w, row_bytes, nr, q, ldq, nt, n, out, ldo);
@@ -540,8 +540,8 @@ static void test_f32_rows_off_cache_lines(void **state) {
     }
     const int64_t n = 777;
     const size_t row_bytes = 3200; /* 777 floats and padding, a multiple of 64 */
-    uint8_t *rows = malloc(4 * row_bytes), *buf = aligned_alloc(64, 4 * row_bytes + 64);
-    float *x = aligned_alloc(64, 4 * 784 * sizeof(float));
+    uint8_t *rows = malloc(4 * row_bytes), *buf = alloc64(4 * row_bytes + 64);
+    float *x = alloc64(4 * 784 * sizeof(float));
     uint64_t seed = 17;
     for (size_t i = 0; i < 4 * 784; i++) x[i] = gb_randf(&seed);
     for (size_t i = 0; i < 4 * row_bytes / 4; i++) {

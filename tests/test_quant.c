@@ -133,9 +133,10 @@ static void test_golden_files_logits(void **state) {
                         count++;
                     }
                 }
-                /* bit identity: threads 1, 3, 8 and chunks of 1, 4 */
-                const split_run runs[3] = {{1, 1}, {3, 4}, {8, 1000}};
-                for (int r = 0; r < 3; r++) {
+                /* bit identity: 1 thread token by token, 3 threads in chunks of 4 (the
+                   thread counts 1-8 are test_forward's) */
+                const split_run runs[2] = {{1, 1}, {3, 4}};
+                for (int r = 0; r < 2; r++) {
                     size_t T2;
                     float *lg2 = file_logits(m, p, runs[r].threads, runs[r].chunk, &T2);
                     assert_memory_equal(lg2, lg, T * 50257 * sizeof *lg);
@@ -146,8 +147,10 @@ static void test_golden_files_logits(void **state) {
             fprintf(stderr, "  %s on %s: max |logit - reference| %.3g, mean %.3g\n", files[f],
                     m->kt->name, worst, sum / (double)count);
             /* llama.cpp's released build on the same files, measured: 0.31 / 0.037 (mix) and
-               0.5016 / 0.043 (q4km); the K formats' activations, one int8 scale per 256
-               numbers, cost most of it (see §D) */
+               0.5016 / 0.043 (q4km). Both engines multiply int8 activations: with every
+               quantized matrix multiplied by float activations instead, the q4km file lands
+               at 0.14 / 0.020, so the int8 rounding is what costs the rest; per-32 scales
+               for the K formats (§D) took the mean from 0.041 to 0.038, not the max (0.505) */
             assert_true(worst < (f == 0 ? 0.5 : 0.52));
             assert_true(sum / (double)count < 0.05);
             gpt2_free(m);
@@ -179,7 +182,7 @@ static void test_quant_tiles(void **state) {
             }
             size_t ldq = kq_is_k((int)types[ti]) ? (size_t)(n / 256) * sizeof(q8k_record)
                                                   : (size_t)q8_groups(n) * sizeof(q8_group);
-            uint8_t *xq = aligned_alloc(64, 4 * ldq);
+            uint8_t *xq = alloc64(4 * ldq);
             for (int t = 0; t < 4; t++) {
                 for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * 3.0f - (float)t * 0.1f;
                 assert_int_equal(kq_quantize_act((int)types[ti], v, n, xq + (size_t)t * ldq), 0);
@@ -224,12 +227,18 @@ static void test_quant_tiles(void **state) {
 static void test_recipes(void **state) {
     (void)state;
     const char *names[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "f16", "bf16"};
-    /* the fixture is 64 wide: the K formats fall back as llama.cpp does; a 256-wide model
-       (the golden file's shape) keeps them */
+    /* a small f32 model 256 wide (the fixture is 64 wide, where the K formats fall back as
+       llama.cpp does; at 256 they stay), 2 blocks, 301 tokens: the recipes' rules are per
+       tensor name and shape, so a small vocabulary keeps them and costs little */
     char err[256];
-    gpt2_model *src = load_quant("public-mix", NULL);
-    assert_int_equal(gpt2_quantize(DATA "quant/public-mix.gguf", "build/fixtures/rq-f32.gguf", GPT2_TYPE_F32, err, sizeof err), GPT2_OK);
-    gpt2_free(src);
+    gb_config cf = {256, 4, 2, 64, 1024, 45, GPT2_TYPE_F32, 5};
+    gb_layout lay;
+    wbuf w = gb_build(&cf, &lay);
+    FILE *fsrc = fopen("build/fixtures/rq-f32.gguf", "wb");
+    assert_non_null(fsrc);
+    assert_int_equal(fwrite(w.buf, 1, w.len, fsrc), w.len);
+    fclose(fsrc);
+    free(w.buf);
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char out[128];
         snprintf(out, sizeof out, "build/fixtures/rq-%s.gguf", names[i]);
@@ -254,10 +263,11 @@ static void test_recipes(void **state) {
         /* it runs */
         gpt2_context *c;
         assert_int_equal(gpt2_context_new(m, NULL, &c), GPT2_OK);
-        int32_t ids[3] = {464, 2068, 7586};
-        float *lg = malloc(3 * 50257 * sizeof *lg);
+        int32_t ids[3] = {46, 268, 75};
+        const size_t V = (size_t)m->cfg.n_vocab;
+        float *lg = malloc(3 * V * sizeof *lg);
         assert_int_equal(gpt2_eval(c, ids, 3, lg), GPT2_OK);
-        for (size_t v = 0; v < 3 * 50257; v++) assert_true(isfinite(lg[v]));
+        for (size_t v = 0; v < 3 * V; v++) assert_true(isfinite(lg[v]));
         free(lg);
         gpt2_context_free(c);
         fprintf(stderr, "  %-7s %d tensor types\n", names[i], n_kinds);
@@ -296,7 +306,7 @@ static void test_hostile_quant_files(void **state) {
     (void)state;
     size_t len;
     char *img = read_all(DATA "quant/public-mix.gguf", &len);
-    char *buf = aligned_alloc(64, len + 64);
+    char *buf = alloc64(len + 64);
     gpt2_model *m = NULL;
     char err[256];
     /* cut anywhere in the tensor data: the tensor that no longer fits is named */

@@ -79,7 +79,7 @@ static void exercise(const gpt2_model *m) {
     /* two tokens through a context of at most 4 */
     gpt2_context_params cp = gpt2_context_default_params();
     cp.n_threads = 1;
-    cp.n_ctx = 4;
+    cp.n_ctx = cf.n_ctx < 4 ? cf.n_ctx : 4; /* more than the model has is refused */
     gpt2_context *c = NULL;
     gpt2_status s = gpt2_context_new(m, &cp, &c);
     if (s == GPT2_E_NOMEM) return;

@@ -217,8 +217,8 @@ $(ARM_DIR)/libgpt2.a: $(ARM_DIR)/gpt2.o
 	rm -f $@
 	$(ARM_AR) rcs $@ $^
 
-$(ARM_DIR)/gpt2: src/main.c include/gpt2.h $(ARM_DIR)/libgpt2.a
-	$(ARM_CC) $(CPPFLAGS) $(CFLAGS) $(WARN) src/main.c $(ARM_DIR)/libgpt2.a $(LDLIBS) -o $@
+$(ARM_DIR)/gpt2: src/main.c src/explain.c include/gpt2.h $(ARM_DIR)/libgpt2.a
+	$(ARM_CC) $(CPPFLAGS) $(CFLAGS) $(WARN) src/main.c src/explain.c $(ARM_DIR)/libgpt2.a $(LDLIBS) -o $@
 
 $(ARM_DIR)/tests/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) src/gpt2.c $(ARM_DIR)/libgpt2.a
 	$(ARM_CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-unused-function $< $(ARM_DIR)/libgpt2.a -lcmocka $(LDLIBS) -o $@

@@ -28,7 +28,7 @@ INCDIR  := $(PREFIX)/include
 LIBDIR  := $(PREFIX)/lib
 
 .PHONY: all test test-fast test-asan test-tsan test-examples test-install test-explain-html bench run clean \
-        fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds fuzz-convert
+        fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds fuzz-convert test-arm
 
 all: build/libgpt2.a build/libgpt2.so build/gpt2
 
@@ -190,6 +190,48 @@ build/tsan/%: tests/%.c tests/common.h tests/gguf_builder.h src/gpt2.c include/g
 test-tsan: $(FIXTURES) build/tsan/test_forward build/tsan/test_decode
 	@set -e; for t in test_forward test_decode; do echo "== $$t (tsan)"; \
 	  TSAN_OPTIONS=halt_on_error=1 build/tsan/$$t; done
+
+# ---- arm64, under emulation ------------------------------------------------------------------
+# `make test-arm`: the suites cross-built for arm64 (Debian's gcc-aarch64-linux-gnu, cmocka from
+# libcmocka-dev:arm64) and run under qemu-aarch64, on scalar and every NEON path: qemu's default
+# CPU has dotprod, and each suite forces neon-nodotprod too. Then the run-time detection, on
+# an emulated Cortex-A53 (no dotprod). No ASan build: emulation is slow enough.
+# Under emulation the longest replays and sweeps check every ARM_STRIDE-th case (the suites
+# print where: GPT2_TEST_STRIDE in tests/common.h); ARM_STRIDE=1 runs them all (~30 minutes).
+ARM_STRIDE ?= 4
+ARM_CC    ?= aarch64-linux-gnu-gcc
+ARM_AR    ?= aarch64-linux-gnu-ar
+# The arm64 C library: Debian's multiarch libc6:arm64 (which libcmocka-dev:arm64 brings) when
+# installed, else the cross toolchain's copy through -L. (qemu 7.2 with `-L /usr/aarch64-linux-gnu`,
+# whose libc is the older 2.36-8, hangs in the first pthread_create of a dynamic binary.)
+ARM_SYSROOT ?= /usr/aarch64-linux-gnu
+ARM_RUN   ?= $(if $(wildcard /lib/ld-linux-aarch64.so.1),qemu-aarch64,qemu-aarch64 -L $(ARM_SYSROOT))
+ARM_DIR   := build/arm64
+ARM_TESTS := $(TESTS)
+
+$(ARM_DIR)/gpt2.o: src/gpt2.c include/gpt2.h src/unicode_tables.h
+	@mkdir -p $(ARM_DIR)/tests
+	$(ARM_CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+
+$(ARM_DIR)/libgpt2.a: $(ARM_DIR)/gpt2.o
+	rm -f $@
+	$(ARM_AR) rcs $@ $^
+
+$(ARM_DIR)/gpt2: src/main.c src/explain.c include/gpt2.h $(ARM_DIR)/libgpt2.a
+	$(ARM_CC) $(CPPFLAGS) $(CFLAGS) $(WARN) src/main.c src/explain.c $(ARM_DIR)/libgpt2.a $(LDLIBS) -o $@
+
+$(ARM_DIR)/tests/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) src/gpt2.c $(ARM_DIR)/libgpt2.a
+	$(ARM_CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-unused-function $< $(ARM_DIR)/libgpt2.a -lcmocka $(LDLIBS) -o $@
+
+test-arm: $(FIXTURES) | build/.dirs
+	@$(MAKE) -s -j$(JOBS) $(ARM_DIR)/gpt2 $(addprefix $(ARM_DIR)/tests/,$(ARM_TESTS))
+	@rm -f build/tests/paths-run.txt
+	@echo "test-arm: GPT2_TEST_STRIDE=$(ARM_STRIDE) (the longest replays check every $(ARM_STRIDE)-th case)"
+	@set -e; for t in $(ARM_TESTS); do echo "== $$t (arm64, qemu)"; \
+	  GPT2_TEST_STRIDE=$(ARM_STRIDE) GPT2_BIN="$(ARM_RUN) $(ARM_DIR)/gpt2" $(ARM_RUN) $(ARM_DIR)/tests/$$t; done
+	@scripts/paths_covered.sh build/tests/paths-run.txt
+	@echo "== kernel path detection (arm64, qemu default CPU and -cpu cortex-a53)"
+	@sh tests/test_arm_detect.sh "$(ARM_RUN)" $(ARM_DIR)/gpt2 build/fixtures/tiny.gguf
 
 # ---- fuzzing (libFuzzer; needs clang) -------------------------------------------------------
 # Every tests/fuzz/fuzz_*.c is a target. `make fuzz` builds them all and runs each for FUZZ_S

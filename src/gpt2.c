@@ -41,6 +41,9 @@
 #undef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
+#define _DARWIN_C_SOURCE /* with _POSIX_C_SOURCE alone, macOS hides sysctlbyname */
+#endif
 
 #include "gpt2.h"
 
@@ -71,6 +74,17 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #define GPT2_X86 1
+#endif
+
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_neon.h>
+#define GPT2_ARM64 1
+#if defined(__linux__)
+#include <sys/auxv.h>  /* getauxval(AT_HWCAP): what the kernel reports of the CPU */
+#endif
+#if defined(__APPLE__)
+#include <sys/sysctl.h> /* sysctlbyname("hw.optional.arm.FEAT_DotProd") */
+#endif
 #endif
 
 /* ==========================================================================================
@@ -3766,7 +3780,11 @@ AVX512_TARGET static ALWAYS_INLINE __m512 load16_f32hN(const uint8_t *p) {
     __m256d hi = _mm256_loadu_pd((const double *)(const void *)(p + 32));
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(lo), hi, 1));
 }
-#define load16_f32h load16_f32 /* the masked tail loads the same way in both */
+/* the masked tail loads the same way in both. (A function, not a macro: as a macro the
+   name was expanded before AVX512_TILE pasted LOAD##N, so the halves variant ran the
+   aligned loads and load16_f32hN went unused, which clang reports.) */
+AVX512_TARGET static ALWAYS_INLINE __m512 load16_f32(const uint8_t *p, __mmask16 m);
+AVX512_TARGET static ALWAYS_INLINE __m512 load16_f32h(const uint8_t *p, __mmask16 m) { return load16_f32(p, m); }
 AVX512_TARGET static ALWAYS_INLINE __m512 load16_f16N(const uint8_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
 }
@@ -4074,8 +4092,379 @@ static const kernel_table kernels_avx512_no_vnni = {
     gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512, KQ_ISA_AVX512};
 #endif /* GPT2_X86 */
 
-/* What the CPU (and the OS, which must save the wider registers) supports, from cpuid. */
-enum { CPU_AVX2 = 1, CPU_AVX512 = 2, CPU_VNNI = 4, CPU_AVXVNNI = 8 };
+#ifdef GPT2_ARM64
+/* ---- arm64 NEON: 4-lane vectors, 32 registers ------------------------------------------
+ * Advanced SIMD is part of every arm64 CPU, so these kernels need no target attribute; only
+ * the int8 dot product (sdot, FEAT_DotProd: Cortex-A55/A75 and later, Apple M1, Graviton 2)
+ * does, and cpu_level asks the OS for it. The float dot products use 16 lanes, four vectors
+ * of 4 (four independent FMA chains, one 64-byte load of f32 weights per row step): number k
+ * of a row goes to lane k % 16, in order of k; the last n % 16 go through zero-padded copies
+ * in the same vector code; then the fixed reduction ((a0 + a1) + (a2 + a3)) and a pairwise
+ * sum across the 4 lanes. Every tile shape does exactly that for each of its outputs, so the
+ * tile a (row, token) pair lands in, and hence the thread split, changes no bit. Arm64 speed
+ * is unmeasured: these are written as arm64 wants (several accumulators, no gathers), not
+ * tuned (README, "arm64"). */
+#ifndef ALWAYS_INLINE
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+#ifndef UNROLL
+#define UNROLL _Pragma("GCC unroll 4") /* keeps a tile's sums in registers */
+#endif
+#if defined(__clang__)
+#define NEON_DOTPROD_TARGET __attribute__((target("dotprod")))
+#else /* GCC's arm_neon.h declares vdotq_s32 for armv8.2-a+dotprod: FEAT_DotProd exists from
+         Armv8.2 on, so a CPU that has it has the rest of 8.2 as well */
+#define NEON_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+static ALWAYS_INLINE float neon_reduce16(float32x4_t a0, float32x4_t a1, float32x4_t a2, float32x4_t a3) {
+    return vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+}
+
+/* 16 weights as 4 vectors of floats */
+static ALWAYS_INLINE void neon_w16_f32(const uint8_t *p, float32x4_t w[4]) {
+    float32x4x4_t v = vld1q_f32_x4((const float *)(const void *)p);
+    w[0] = v.val[0], w[1] = v.val[1], w[2] = v.val[2], w[3] = v.val[3];
+}
+/* f16: the hardware conversion (fcvtl, part of every arm64 CPU) */
+static ALWAYS_INLINE void neon_w16_f16(const uint8_t *p, float32x4_t w[4]) {
+    uint16x8x2_t h = vld1q_u16_x2((const uint16_t *)(const void *)p);
+    w[0] = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h.val[0])));
+    w[1] = vcvt_high_f32_f16(vreinterpretq_f16_u16(h.val[0]));
+    w[2] = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h.val[1])));
+    w[3] = vcvt_high_f32_f16(vreinterpretq_f16_u16(h.val[1]));
+}
+/* bf16: the top half of a float, shifted into place */
+static ALWAYS_INLINE void neon_w16_bf16(const uint8_t *p, float32x4_t w[4]) {
+    uint16x8x2_t h = vld1q_u16_x2((const uint16_t *)(const void *)p);
+    w[0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h.val[0]), 16));
+    w[1] = vreinterpretq_f32_u32(vshll_high_n_u16(h.val[0], 16));
+    w[2] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h.val[1]), 16));
+    w[3] = vreinterpretq_f32_u32(vshll_high_n_u16(h.val[1], 16));
+}
+static ALWAYS_INLINE void neon_x16(const float *x, float32x4_t v[4]) {
+    float32x4x4_t a = vld1q_f32_x4(x);
+    v[0] = a.val[0], v[1] = a.val[1], v[2] = a.val[2], v[3] = a.val[3];
+}
+
+/* numbers k0 .. k0 + 15 of each row and token into the tile's sums */
+#define NEON_STEP(LOAD, ESIZE, NR, NT, k0)                                                     \
+    do {                                                                                      \
+        float32x4_t xv[NT][4], wv[4];                                                         \
+        UNROLL for (int t = 0; t < NT; t++) neon_x16(x + (size_t)t * ldx + (k0), xv[t]);      \
+        UNROLL for (int r = 0; r < NR; r++) {                                                 \
+            LOAD(w + (size_t)r * row_bytes + (size_t)(k0) * ESIZE, wv);                       \
+            UNROLL for (int t = 0; t < NT; t++)                                               \
+                UNROLL for (int j = 0; j < 4; j++) acc[r][t][j] = vfmaq_f32(acc[r][t][j], wv[j], xv[t][j]); \
+        }                                                                                     \
+    } while (0)
+
+/* A tile of NR rows x NT tokens, 4 sums of 4 lanes per output (NR * NT <= 4: 16 sums, the
+   tokens' 16 and one row's 4 inputs fit the 32 registers). */
+#define NEON_TILE(LOAD, ESIZE, NR, NT)                                                         \
+    do {                                                                                      \
+        float32x4_t acc[NR][NT][4];                                                           \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++)                                               \
+                UNROLL for (int j = 0; j < 4; j++) acc[r][t][j] = vdupq_n_f32(0.0f);          \
+        int64_t k = 0;                                                                        \
+        /* two steps of 16 per turn: 64 bytes of each f16 / bf16 row, 128 of f32 */           \
+        for (; k + 32 <= n; k += 32) {                                                        \
+            NEON_STEP(LOAD, ESIZE, NR, NT, k);                                                \
+            NEON_STEP(LOAD, ESIZE, NR, NT, k + 16);                                           \
+        }                                                                                     \
+        if (k + 16 <= n) {                                                                    \
+            NEON_STEP(LOAD, ESIZE, NR, NT, k);                                                \
+            k += 16;                                                                          \
+        }                                                                                     \
+        if (k < n) { /* zero-padded copies, through the same vector code */                   \
+            float xt[NT][16];                                                                 \
+            uint8_t wt[16 * 4];                                                               \
+            float32x4_t xv[NT][4], wv[4];                                                     \
+            UNROLL for (int t = 0; t < NT; t++) {                                             \
+                memset(xt[t], 0, sizeof xt[t]);                                               \
+                memcpy(xt[t], x + (size_t)t * ldx + k, (size_t)(n - k) * sizeof(float));      \
+                neon_x16(xt[t], xv[t]);                                                       \
+            }                                                                                 \
+            UNROLL for (int r = 0; r < NR; r++) {                                             \
+                memset(wt, 0, sizeof wt);                                                     \
+                memcpy(wt, w + (size_t)r * row_bytes + (size_t)k * ESIZE, (size_t)(n - k) * ESIZE); \
+                LOAD(wt, wv);                                                                 \
+                UNROLL for (int t = 0; t < NT; t++)                                           \
+                    UNROLL for (int j = 0; j < 4; j++) acc[r][t][j] = vfmaq_f32(acc[r][t][j], wv[j], xv[t][j]); \
+            }                                                                                 \
+        }                                                                                     \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++)                                               \
+                out[(size_t)t * ldo + r] = neon_reduce16(acc[r][t][0], acc[r][t][1], acc[r][t][2], acc[r][t][3]); \
+    } while (0)
+
+/* Pairs of tokens in tiles of 2 rows x 2 tokens (a last row alone); a lone token row by row,
+   each row read as one stream (decode). */
+#define DEFINE_DOT_NEON(NAME, LOAD, ESIZE)                                                     \
+    static void NAME(const uint8_t *w, size_t row_bytes, int nr, const float *x, size_t ldx,  \
+                     int nt, int64_t n, float *out, size_t ldo) {                             \
+        for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {                    \
+            if (nt - t0 < 2) {                                                                \
+                const uint8_t *w0 = w;                                                        \
+                float *o0 = out;                                                              \
+                for (int r0 = 0; r0 < nr; r0++, w += row_bytes, out++) NEON_TILE(LOAD, ESIZE, 1, 1); \
+                w = w0, out = o0;                                                             \
+                continue;                                                                     \
+            }                                                                                 \
+            const uint8_t *w0 = w;                                                            \
+            float *o0 = out;                                                                  \
+            for (int r0 = 0; r0 < nr; r0 += 2, w += 2 * row_bytes, out += 2) {                \
+                if (nr - r0 >= 2) NEON_TILE(LOAD, ESIZE, 2, 2);                               \
+                else NEON_TILE(LOAD, ESIZE, 1, 2);                                            \
+            }                                                                                 \
+            w = w0, out = o0;                                                                 \
+        }                                                                                     \
+    }
+
+DEFINE_DOT_NEON(dot_f32_neon, neon_w16_f32, 4)
+DEFINE_DOT_NEON(dot_f16_neon, neon_w16_f16, 2)
+DEFINE_DOT_NEON(dot_bf16_neon, neon_w16_bf16, 2)
+
+/* q8_0 x q8_0 activations, per block of 32: the 32 int8 products summed exactly into 4 int32
+   lanes (by sdot where the CPU has it, by widening multiplies where not: the two paths put
+   different partial sums in the lanes, so they agree with each other to rounding only),
+   the lanes converted to float (exact: |lane| <= 32 * 128 * 127 < 2^24) and added into one
+   of two vectors of sums, block A's or block B's (even or odd block), times d_w * d_x. The
+   pair is reduced at the end. Every tile shape does exactly that per output. */
+static ALWAYS_INLINE float neon_f16_scalar(const uint8_t *p) { /* a block's scale, by fcvtl */
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(rd16(p)))), 0);
+}
+
+/* without dotprod: pairs of products in int16 (|q_w q_x| <= 128 * 127, as the activations'
+   quantizer clamps to +-127, so two fit), then pairs of those into the int32 lanes */
+static ALWAYS_INLINE int32x4_t neon_block_widen(int8x16_t w0, int8x16_t w1, int8x16_t x0, int8x16_t x1) {
+    int16x8_t lo = vmlal_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)), vget_low_s8(w1), vget_low_s8(x1));
+    int16x8_t hi = vmlal_high_s8(vmull_high_s8(w0, x0), w1, x1);
+    return vpadalq_s16(vpaddlq_s16(lo), hi);
+}
+
+/* with dotprod: each lane adds 4 products per sdot. Older clang (before 17) declares
+   vdotq_s32 only when the whole file is built for dotprod, so it gets the instruction as
+   inline assembly, in the same function with the same target. */
+NEON_DOTPROD_TARGET static ALWAYS_INLINE int32x4_t neon_sdot(int32x4_t a, int8x16_t b, int8x16_t c) {
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD)
+    __asm__("sdot %0.4s, %1.16b, %2.16b" : "+w"(a) : "w"(b), "w"(c));
+    return a;
+#else
+    return vdotq_s32(a, b, c);
+#endif
+}
+NEON_DOTPROD_TARGET static ALWAYS_INLINE int32x4_t neon_block_sdot(int8x16_t w0, int8x16_t w1, int8x16_t x0, int8x16_t x1) {
+    return neon_sdot(neon_sdot(vdupq_n_s32(0), w0, x0), w1, x1);
+}
+
+/* block b (half = b % 2 of group b / 2) of NR rows x NT tokens */
+#define NEON_Q8_BLOCK(BLOCKDOT, NR, NT, b)                                                     \
+    do {                                                                                      \
+        const int half_ = (int)((b) % 2);                                                     \
+        int8x16_t x0[NT], x1[NT];                                                             \
+        float dx[NT];                                                                         \
+        UNROLL for (int t = 0; t < NT; t++) {                                                 \
+            const q8_group *g_ = &x[(size_t)t * ldx + (size_t)((b) / 2)];                     \
+            x0[t] = vld1q_s8(g_->q + 32 * half_);                                             \
+            x1[t] = vld1q_s8(g_->q + 32 * half_ + 16);                                        \
+            dx[t] = g_->d[8 * half_];                                                         \
+        }                                                                                     \
+        UNROLL for (int r = 0; r < NR; r++) {                                                 \
+            const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)(b) * Q8_0_BLOCK_BYTES;  \
+            int8x16_t wa = vld1q_s8((const int8_t *)(blk + 2)), wb = vld1q_s8((const int8_t *)(blk + 18)); \
+            float dw = neon_f16_scalar(blk);                                                  \
+            UNROLL for (int t = 0; t < NT; t++)                                               \
+                acc[r][t][half_] = vfmaq_n_f32(acc[r][t][half_], vcvtq_f32_s32(BLOCKDOT(wa, wb, x0[t], x1[t])), dw * dx[t]); \
+        }                                                                                     \
+    } while (0)
+
+/* blocks in pairs (a group of activations, 68 bytes of each weight row per step) */
+#define NEON_Q8_TILE(BLOCKDOT, NR, NT)                                                         \
+    do {                                                                                      \
+        float32x4_t acc[NR][NT][2];                                                           \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = vdupq_n_f32(0.0f); \
+        const int64_t nb = n / QK8_0;                                                         \
+        int64_t b = 0;                                                                        \
+        for (; b + 2 <= nb; b += 2) {                                                         \
+            NEON_Q8_BLOCK(BLOCKDOT, NR, NT, b);                                               \
+            NEON_Q8_BLOCK(BLOCKDOT, NR, NT, b + 1);                                           \
+        }                                                                                     \
+        if (b < nb) NEON_Q8_BLOCK(BLOCKDOT, NR, NT, b);                                       \
+        UNROLL for (int r = 0; r < NR; r++)                                                   \
+            UNROLL for (int t = 0; t < NT; t++)                                               \
+                out[(size_t)t * ldo + r] = vaddvq_f32(vaddq_f32(acc[r][t][0], acc[r][t][1])); \
+    } while (0)
+
+/* Pairs of tokens in tiles of up to 2 rows x 2 tokens; a lone token in one tile of all the
+   rows (up to 4: the activations are loaded once for them all). */
+#define DEFINE_DOT_Q8_NEON(NAME, TARGET, BLOCKDOT)                                             \
+    TARGET static void NAME(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x,    \
+                            size_t ldx, int nt, int64_t n, float *out, size_t ldo) {          \
+        for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {                    \
+            if (nt - t0 < 2) {                                                                \
+                switch (nr) {                                                                 \
+                case 1: NEON_Q8_TILE(BLOCKDOT, 1, 1); break;                                  \
+                case 2: NEON_Q8_TILE(BLOCKDOT, 2, 1); break;                                  \
+                case 3: NEON_Q8_TILE(BLOCKDOT, 3, 1); break;                                  \
+                default: NEON_Q8_TILE(BLOCKDOT, 4, 1); break;                                 \
+                }                                                                             \
+                continue;                                                                     \
+            }                                                                                 \
+            const uint8_t *w0 = w;                                                            \
+            float *o0 = out;                                                                  \
+            for (int r0 = 0; r0 < nr; r0 += 2, w += 2 * row_bytes, out += 2) {                \
+                if (nr - r0 >= 2) NEON_Q8_TILE(BLOCKDOT, 2, 2);                               \
+                else NEON_Q8_TILE(BLOCKDOT, 1, 2);                                            \
+            }                                                                                 \
+            w = w0, out = o0;                                                                 \
+        }                                                                                     \
+    }
+
+#define NEON_NO_TARGET
+DEFINE_DOT_Q8_NEON(dot_q8_0_neon, NEON_NO_TARGET, neon_block_widen)
+DEFINE_DOT_Q8_NEON(dot_q8_0_neon_dotprod, NEON_DOTPROD_TARGET, neon_block_sdot)
+
+/* exp(x) for 4 floats, as exp8 / exp16 on x86: x = n ln2 + r, |r| <= ln2/2, exp(r) by its
+   Taylor polynomial of degree 6, times 2^n built in the exponent bits in two factors (so
+   that n = 128 stays representable); exp(-inf) = 0 */
+static ALWAYS_INLINE float32x4_t neon_exp4(float32x4_t x) {
+    uint32x4_t live = vmvnq_u32(vceqq_f32(x, vdupq_n_f32(-INFINITY)));
+    x = vmaxq_f32(vminq_f32(x, vdupq_n_f32(88.37f)), vdupq_n_f32(-87.33f));
+    float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f))); /* nearest, ties even */
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693145751953125f));           /* ln2 high */
+    r = vfmsq_f32(r, n, vdupq_n_f32(1.428606765330187e-06f));                    /* ln2 low */
+    float32x4_t p = vdupq_n_f32(1.0f / 720);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    int32x4_t ni = vcvtq_s32_f32(n); /* exact: n is a whole number */
+    int32x4_t h = vshrq_n_s32(ni, 1);
+    float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(h, vdupq_n_s32(127)), 23));
+    float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vsubq_s32(ni, h), vdupq_n_s32(127)), 23));
+    float32x4_t e = vmulq_f32(vmulq_f32(p, s1), s2);
+    return vreinterpretq_f32_u32(vandq_u32(live, vreinterpretq_u32_f32(e)));
+}
+
+/* gelu_new(x) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), as gelu8 on AVX2 */
+static ALWAYS_INLINE float32x4_t neon_gelu4(float32x4_t v) {
+    float32x4_t u = vmulq_f32(vdupq_n_f32(-2.0f * GELU_SQRT_2_OVER_PI),
+                              vfmaq_f32(v, vmulq_f32(vdupq_n_f32(GELU_CUBIC), v), vmulq_f32(v, v)));
+    return vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), neon_exp4(u)));
+}
+
+/* Elementwise, so any grouping gives the same bits; the last n % 4 numbers go through the
+   same vector code in a zero-padded copy: a number's GELU must not depend on where the
+   thread's share of a row ends. */
+static void gelu_neon(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) { /* 4 independent vectors per turn */
+        float32x4x4_t v = vld1q_f32_x4(x + i);
+        v.val[0] = neon_gelu4(v.val[0]), v.val[1] = neon_gelu4(v.val[1]);
+        v.val[2] = neon_gelu4(v.val[2]), v.val[3] = neon_gelu4(v.val[3]);
+        vst1q_f32_x4(x + i, v);
+    }
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, neon_gelu4(vld1q_f32(x + i)));
+    if (i < n) {
+        float tail[4] = {0};
+        memcpy(tail, x + i, (size_t)(n - i) * sizeof(float));
+        vst1q_f32(tail, neon_gelu4(vld1q_f32(tail)));
+        memcpy(x + i, tail, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+/* 16 lanes (4 vectors, number i in lane i % 16); the tail is padded with -inf, whose
+   exponential is 0, so every number takes the vector exponential and lands in its lane */
+static float exp_sum_neon(float *x, int64_t n, float max) {
+    float32x4_t acc[4], mx = vdupq_n_f32(max);
+    for (int j = 0; j < 4; j++) acc[j] = vdupq_n_f32(0.0f);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        float32x4x4_t v = vld1q_f32_x4(x + i);
+        UNROLL for (int j = 0; j < 4; j++) {
+            v.val[j] = neon_exp4(vsubq_f32(v.val[j], mx));
+            acc[j] = vaddq_f32(acc[j], v.val[j]);
+        }
+        vst1q_f32_x4(x + i, v);
+    }
+    if (i < n) {
+        float tail[16];
+        for (int j = 0; j < 16; j++) tail[j] = i + j < n ? x[i + j] : -INFINITY;
+        float32x4x4_t v = vld1q_f32_x4(tail);
+        UNROLL for (int j = 0; j < 4; j++) {
+            v.val[j] = neon_exp4(vsubq_f32(v.val[j], mx));
+            acc[j] = vaddq_f32(acc[j], v.val[j]);
+        }
+        vst1q_f32_x4(tail, v);
+        memcpy(x + i, tail, (size_t)(n - i) * sizeof(float));
+    }
+    return neon_reduce16(acc[0], acc[1], acc[2], acc[3]);
+}
+
+/* y[0..hs) += sum_j p[j] v[j]: per channel, y = fma(p[j], v[j][ch], y) for j in order, in
+   chunks of 32 channels (8 independent sums), then 4, then the scalar path for the rest */
+static void weighted_sum_neon(const float *v, size_t ldv, const float *p, int64_t n, int64_t hs,
+                              float *y) {
+    int64_t ch = 0;
+    for (; ch + 32 <= hs; ch += 32) {
+        float32x4x4_t a = vld1q_f32_x4(y + ch), b = vld1q_f32_x4(y + ch + 16);
+        for (int64_t j = 0; j < n; j++) {
+            const float *vj = v + (size_t)j * ldv + ch;
+            float32x4x4_t va = vld1q_f32_x4(vj), vb = vld1q_f32_x4(vj + 16);
+            UNROLL for (int i = 0; i < 4; i++) {
+                a.val[i] = vfmaq_n_f32(a.val[i], va.val[i], p[j]);
+                b.val[i] = vfmaq_n_f32(b.val[i], vb.val[i], p[j]);
+            }
+        }
+        vst1q_f32_x4(y + ch, a);
+        vst1q_f32_x4(y + ch + 16, b);
+    }
+    for (; ch + 4 <= hs; ch += 4) {
+        float32x4_t a = vld1q_f32(y + ch);
+        for (int64_t j = 0; j < n; j++) a = vfmaq_n_f32(a, vld1q_f32(v + (size_t)j * ldv + ch), p[j]);
+        vst1q_f32(y + ch, a);
+    }
+    if (ch < hs) weighted_sum_scalar(v + ch, ldv, p, n, hs - ch, y + ch);
+}
+
+DEFINE_WEIGHTED_SUM4(weighted_sum4_neon, weighted_sum_neon)
+
+/* neon-dotprod: q8_0 by sdot. The formats of §D take their scalar tiles (kq_isa). Both
+   quantize activations with the scalar quantizer (the reference, byte for byte). */
+static const kernel_table kernels_neon_dotprod = {
+    "neon-dotprod", {dot_f32_neon, dot_f16_neon, dot_bf16_neon}, dot_q8_0_neon_dotprod, quantize_q8_scalar,
+    gelu_neon, exp_sum_neon, weighted_sum_neon, weighted_sum4_neon, KQ_ISA_SCALAR};
+/* the first arm64 CPUs (Cortex-A53/A57/A72: Raspberry Pi 3 and 4) lack sdot */
+static const kernel_table kernels_neon = {
+    "neon", {dot_f32_neon, dot_f16_neon, dot_bf16_neon}, dot_q8_0_neon, quantize_q8_scalar,
+    gelu_neon, exp_sum_neon, weighted_sum_neon, weighted_sum4_neon, KQ_ISA_SCALAR};
+#endif /* GPT2_ARM64 */
+
+/* What the CPU (and the OS, which must save the wider registers) supports: from cpuid on
+   x86; on arm64 from the OS (NEON is part of every arm64 CPU; dotprod is not). */
+enum { CPU_AVX2 = 1, CPU_AVX512 = 2, CPU_VNNI = 4, CPU_AVXVNNI = 8, CPU_NEON = 16, CPU_DOTPROD = 32 };
+
+#ifdef GPT2_ARM64
+static int cpu_level_arm64(void) {
+    int level = CPU_NEON;
+#if defined(__linux__)
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20) /* the kernel's bit for FEAT_DotProd (asm/hwcap.h) */
+#endif
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) level |= CPU_DOTPROD;
+#elif defined(__APPLE__)
+    int on = 0;
+    size_t len = sizeof on;
+    if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &on, &len, NULL, 0) == 0 && on) level |= CPU_DOTPROD;
+#endif
+    return level; /* other systems: sdot is not assumed */
+}
+#endif
 
 static int cpu_level(void) {
 #ifdef GPT2_X86
@@ -4096,6 +4485,8 @@ static int cpu_level(void) {
     int level = CPU_AVX2 | (a >> 4 & 1 ? CPU_AVXVNNI : 0); /* AVX-VNNI: the VEX vpdpbusd */
     if (zmm && avx512f && avx512bw && avx512vl) return level | CPU_AVX512 | (vnni ? CPU_VNNI : 0);
     return level;
+#elif defined(GPT2_ARM64)
+    return cpu_level_arm64();
 #else
     return 0;
 #endif
@@ -4117,6 +4508,10 @@ static const kernel_choice kernel_paths[] = {
     {"avx512", "avx512-novnni", CPU_AVX2 | CPU_AVX512, &kernels_avx512_no_vnni},
     {"avx2", NULL, CPU_AVX2 | CPU_AVXVNNI, &kernels_avx2_vnni},
     {"avx2", "avx2-novnni", CPU_AVX2, &kernels_avx2},
+#endif
+#ifdef GPT2_ARM64
+    {"neon", NULL, CPU_NEON | CPU_DOTPROD, &kernels_neon_dotprod},
+    {"neon", "neon-nodotprod", CPU_NEON, &kernels_neon},
 #endif
     {"scalar", NULL, 0, &kernels_scalar},
 };

@@ -319,6 +319,17 @@ static inline void report_paths(const char *test, const char *const *ran, int n_
     }
 }
 
+/* Emulated runs (make test-arm: the suites under qemu, some 30x slower) set
+   GPT2_TEST_STRIDE=N, and the longest replays and sweeps then check every N-th case only,
+   on every path, saying so; a native run (no GPT2_TEST_STRIDE) checks them all. */
+static inline size_t test_stride(const char *what) {
+    const char *e = getenv("GPT2_TEST_STRIDE");
+    long s = e ? strtol(e, NULL, 10) : 1;
+    if (s <= 1) return 1;
+    fprintf(stderr, "  GPT2_TEST_STRIDE=%ld: %s: every %ld-th case only\n", s, what, s);
+    return (size_t)s;
+}
+
 /* A model on one kernel path, or NULL after printing why it would not load. */
 static inline gpt2_model *load_on_path(const char *path, const char *kernel_path) {
     gpt2_model *m = NULL;

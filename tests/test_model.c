@@ -134,9 +134,9 @@ static void test_model_info(void **state) {
     /* wte + wpe + 2 blocks + ln_f */
     uint64_t block = 4 * 64 + 64 * 192 + 192 + 64 * 64 + 64 + 64 * 256 + 256 + 256 * 64 + 64;
     assert_int_equal(in.n_params, 50257ull * 64 + 128 * 64 + 2 * block + 128);
-    const char *names[] = {"avx512-vnni", "avx512", "avx2", "scalar"};
+    const char *names[] = {"avx512-vnni", "avx512", "avx2", "neon-dotprod", "neon", "scalar"};
     bool known = false;
-    for (int i = 0; i < 4; i++) known |= strcmp(in.kernels, names[i]) == 0;
+    for (int i = 0; i < 6; i++) known |= strcmp(in.kernels, names[i]) == 0;
     assert_true(known);
     gpt2_free(m);
     /* GPT2_KERNELS forces the path */

@@ -7,8 +7,9 @@
  * Properties:
  *   - what comes out is the text up to the first occurrence of any stop string (all of it if
  *     none occurs), whatever the cuts: push returns 1 exactly when one occurs;
- *   - no piece is empty, and before the flush no piece ends in an unfinished UTF-8
- *     character, except the text before a stop string (it is final);
+ *   - no piece is empty, and before the flush no piece ends in a UTF-8 character that the
+ *     next bytes of the text continue, except the text before a stop string (it is final);
+ *     a lead byte followed by a byte that cannot continue it is broken already and may go;
  *   - after a stop, pushes return 1 and hand out nothing.
  */
 #include "fuzz_common.h"
@@ -20,6 +21,8 @@ typedef struct {
     size_t len;
     int flushing;
     int unfinished; /* pieces of this push that ended inside a character */
+    const uint8_t *text; /* the whole text, to see what follows a piece */
+    size_t text_len;
 } sink;
 
 /* a lead byte and fewer continuation bytes than it announces, at the end of s */
@@ -37,9 +40,11 @@ static int take(void *user, const char *text, size_t len) {
     sink *k = user;
     FUZZ_CHECK(len > 0, "an empty piece");
     FUZZ_CHECK(k->len + len <= sizeof k->out, "more out than in");
-    if (!k->flushing && ends_unfinished((const uint8_t *)text, len)) k->unfinished++;
     memcpy(k->out + k->len, text, len);
     k->len += len;
+    if (!k->flushing && ends_unfinished((const uint8_t *)text, len) && k->len < k->text_len &&
+        (k->text[k->len] & 0xC0) == 0x80)
+        k->unfinished++;
     return 0;
 }
 
@@ -78,6 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static sink k;
     k.len = 0;
     k.flushing = 0;
+    k.text = text;
+    k.text_len = n;
     int stopped = 0;
     size_t start = 0;
     for (size_t i = 0; i <= n; i++) {

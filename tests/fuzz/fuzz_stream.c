@@ -5,8 +5,10 @@
  * byte (1..8) and its bytes; then the text, cut into pushes at every byte equal to the
  * first byte of the input (a push may be empty).
  * Properties:
- *   - what comes out is the text up to the first occurrence of any stop string (all of it if
- *     none occurs), whatever the cuts: push returns 1 exactly when one occurs;
+ *   - what comes out is the text before the first stop string to be complete, all of it if
+ *     none is: push returns 1 exactly when one completes in its bytes, and the cut is at the
+ *     earliest start among the stop strings that complete in that push (a stop string that
+ *     began earlier but is still incomplete when another completes does not count);
  *   - no piece is empty, and before the flush no piece ends in a UTF-8 character that the
  *     next bytes of the text continue, except the text before a stop string (it is final);
  *     a lead byte followed by a byte that cannot continue it is broken already and may go;
@@ -68,16 +70,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     const uint8_t *text = data + pos;
     size_t n = size - pos;
-    /* the expected output: the text before the earliest stop string, if any */
+    /* the expected output, push by push: the first push in which some stop string ends cuts
+       the text at the earliest start among those ending in it */
     size_t want = n;
     int stops_at_all = 0;
-    for (size_t p = 0; p < n && !stops_at_all; p++)
-        for (int i = 0; i < n_stop; i++)
-            if (p + sl[i] <= n && !memcmp(text + p, sp[i], sl[i])) {
-                want = p;
-                stops_at_all = 1;
-                break;
-            }
+    for (size_t i = 0, from = 0; i <= n && !stops_at_all; i++) {
+        if (i < n && text[i] != data[0]) continue;
+        for (int j = 0; j < n_stop; j++)
+            for (size_t p = 0; p + sl[j] <= i; p++)
+                if (p + sl[j] > from && p < want && !memcmp(text + p, sp[j], sl[j])) {
+                    want = p;
+                    stops_at_all = 1;
+                    break;
+                }
+        from = i;
+    }
     gpt2_text_stream *ts;
     FUZZ_CHECK(gpt2_text_stream_new(n_stop ? sp : NULL, (size_t)n_stop, &ts) == GPT2_OK, "new failed");
     static sink k;

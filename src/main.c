@@ -293,6 +293,20 @@ static bool shared_flag(parser *p, cli_opts *o, const char *f, bool threads) {
     return true;
 }
 
+/* the sampling flags completion and explain share; whether f was one of them */
+static bool sampling_flag(parser *p, cli_opts *o, const char *f) {
+    gpt2_sampling *sp = &o->gp.sampling;
+    if (!strcmp(f, "--temp")) sp->temperature = parse_float(p, f, need_value(p, f), 0, false, 1e6);
+    else if (!strcmp(f, "--top-k")) sp->top_k = (int32_t)parse_int(p, f, need_value(p, f), 0, INT32_MAX);
+    else if (!strcmp(f, "--top-p")) sp->top_p = parse_float(p, f, need_value(p, f), 0, true, 1);
+    else if (!strcmp(f, "--repeat-penalty"))
+        sp->repetition_penalty = parse_float(p, f, need_value(p, f), 0, true, 1e6);
+    else if (!strcmp(f, "--seed")) { sp->seed = parse_u64(p, f, need_value(p, f)); o->seed_set = true; }
+    else if (!strcmp(f, "--greedy")) sp->temperature = 0;
+    else return false;
+    return true;
+}
+
 static void parse_complete(parser *p, cli_opts *o) {
     bool early = false, early_never = false;
     for (; p->i < p->argc && !p->failed; p->i++) {
@@ -304,16 +318,7 @@ static void parse_complete(parser *p, cli_opts *o) {
         else if (!strcmp(f, "-f") || !strcmp(f, "--file")) o->file = need_value(p, f);
         else if (!strcmp(f, "-n") || !strcmp(f, "--n-predict"))
             gp->max_new_tokens = (int32_t)parse_int(p, f, need_value(p, f), 0, 1 << 20);
-        else if (!strcmp(f, "--temp"))
-            gp->sampling.temperature = parse_float(p, f, need_value(p, f), 0, false, 1e6);
-        else if (!strcmp(f, "--top-k"))
-            gp->sampling.top_k = (int32_t)parse_int(p, f, need_value(p, f), 0, INT32_MAX);
-        else if (!strcmp(f, "--top-p"))
-            gp->sampling.top_p = parse_float(p, f, need_value(p, f), 0, true, 1);
-        else if (!strcmp(f, "--repeat-penalty"))
-            gp->sampling.repetition_penalty = parse_float(p, f, need_value(p, f), 0, true, 1e6);
-        else if (!strcmp(f, "--seed")) { gp->sampling.seed = parse_u64(p, f, need_value(p, f)); o->seed_set = true; }
-        else if (!strcmp(f, "--greedy")) gp->sampling.temperature = 0;
+        else if (sampling_flag(p, o, f)) {}
         else if (!strcmp(f, "--beams")) gp->num_beams = (int32_t)parse_int(p, f, need_value(p, f), 1, 512);
         else if (!strcmp(f, "--length-penalty"))
             gp->length_penalty = parse_float(p, f, need_value(p, f), -1e6, false, 1e6);
@@ -458,16 +463,7 @@ static void parse_explain(parser *p, cli_opts *o) {
             gp->max_new_tokens = (int32_t)parse_int(p, f, need_value(p, f), 1, 256);
             n_set = true;
         }
-        else if (!strcmp(f, "--temp"))
-            gp->sampling.temperature = parse_float(p, f, need_value(p, f), 0, false, 1e6);
-        else if (!strcmp(f, "--top-k"))
-            gp->sampling.top_k = (int32_t)parse_int(p, f, need_value(p, f), 0, INT32_MAX);
-        else if (!strcmp(f, "--top-p"))
-            gp->sampling.top_p = parse_float(p, f, need_value(p, f), 0, true, 1);
-        else if (!strcmp(f, "--repeat-penalty"))
-            gp->sampling.repetition_penalty = parse_float(p, f, need_value(p, f), 0, true, 1e6);
-        else if (!strcmp(f, "--seed")) { gp->sampling.seed = parse_u64(p, f, need_value(p, f)); o->seed_set = true; }
-        else if (!strcmp(f, "--greedy")) gp->sampling.temperature = 0;
+        else if (sampling_flag(p, o, f)) {}
         else if (!strcmp(f, "--beams")) gp->num_beams = (int32_t)parse_int(p, f, need_value(p, f), 1, 64);
         else if (!strcmp(f, "--length-penalty"))
             gp->length_penalty = parse_float(p, f, need_value(p, f), -1e6, false, 1e6);

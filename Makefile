@@ -8,10 +8,17 @@ WARN    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes
 CPPFLAGS += -Iinclude -Isrc
 LDLIBS  := -lm -lpthread
 
-# the sanitized build of the test suites
-SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+# the sanitized build of the test suites (-g1: line tables are all a sanitizer report needs,
+# and they halve the compile time of -g's variable tracking in the kernels)
+SAN_FLAGS := -O1 -g1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-TESTS    := test_tokenizer test_model test_forward test_decode test_inspect test_quant test_cli
+# The test programs: the black-box suites link the library; test_internals is the white-box
+# suites (tests/test_{model,forward,decode,quant}.c), one program so the engine is compiled
+# once for all four. SUITES is what runs, in order: PROGRAM or PROGRAM:SUITE.
+TESTS    := test_tokenizer test_internals test_inspect test_cli
+SUITES   := test_tokenizer test_internals:model test_internals:forward test_internals:decode \
+            test_inspect test_internals:quant test_cli
+WHITEBOX := tests/test_model.c tests/test_forward.c tests/test_decode.c tests/test_quant.c
 FIXTURES := build/fixtures/tiny.gguf build/fixtures/tiny-pt.gguf build/fixtures/tiny-f16.gguf
 
 EXAMPLES := simple stream logits chat
@@ -27,7 +34,7 @@ BINDIR  := $(PREFIX)/bin
 INCDIR  := $(PREFIX)/include
 LIBDIR  := $(PREFIX)/lib
 
-.PHONY: all test test-fast test-asan test-tsan test-examples test-install test-explain-html bench run clean \
+.PHONY: all test test-fast test-asan asan-report FORCE test-tsan test-examples test-install test-explain-html bench run clean \
         fixtures examples install uninstall fuzz fuzz-smoke fuzz-build fuzz-seeds fuzz-convert test-arm
 
 all: build/libgpt2.a build/libgpt2.so build/gpt2
@@ -125,7 +132,9 @@ build/fixtures/tiny-f16.gguf: build/fixtures/tiny.gguf
 
 fixtures: $(FIXTURES)
 
-build/tests/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) src/gpt2.c build/libgpt2.a | build/.dirs
+build/tests/test_internals build/asan/test_internals build/tsan/test_internals: $(WHITEBOX) src/gpt2.c
+
+build/tests/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) build/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-unused-function $< build/libgpt2.a -lcmocka $(LDLIBS) -o $@
 
 # sanitized builds of the library, the suites and the tool
@@ -142,30 +151,67 @@ build/asan/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/dat
 build/asan/gpt2: src/main.c src/explain.c build/asan/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) $^ $(LDLIBS) -o $@
 
-# `make test`: the suites, the converter's tests, then the suites again under ASan + UBSan.
-# Everything is built first, in parallel; the suites then run one after another.
+# `make test`: the suites, the converter's tests, the examples, install and the explain page;
+# and the suites again under ASan + UBSan. Both builds come first, in parallel; then the runs
+# go side by side, JOBS at a time: the plain run prints as it goes, each sanitized suite into
+# build/asan/log/, and those logs are printed, in order, when everything is done.
+# (Running beside each other is no risk to the tests: none depends on speed, and the
+# bit-identity tests hold whatever the scheduling.)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-TEST_DEPS := all examples $(FIXTURES) $(addprefix build/tests/,$(TESTS)) \
-             $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
+TEST_DEPS := all examples $(FIXTURES) $(addprefix build/tests/,$(TESTS))
+# (the longest compiles first: make -j starts jobs in the order given)
+ASAN_DEPS := build/asan/test_internals build/asan/gpt2 $(addprefix build/asan/,$(TESTS)) $(FIXTURES)
+
+# runs the suites in SUITES with the programs in directory $(1), each as PROGRAM [SUITE]
+run_suites = set -e; for s in $(SUITES); do prog=$${s%%:*}; arg=; case $$s in *:*) arg=$${s\#*:};; esac; \
+  echo "== $$prog $$arg$(2)"; $(3) $(1)/$$prog $$arg; done
 
 test:
-	@$(MAKE) -s -j$(JOBS) $(TEST_DEPS)
-	@$(MAKE) -s test-fast test-asan
+	@$(MAKE) -s -j$(JOBS) $(ASAN_DEPS) $(TEST_DEPS)
+	@rm -rf build/asan/log build/asan/paths-run.txt
+	@$(MAKE) -s -k -j$(JOBS) test-fast $(ASAN_LOGS); status=$$?; \
+	  $(MAKE) -s asan-report && exit $$status
 
 test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 	@rm -f build/tests/paths-run.txt
-	@set -e; for t in $(TESTS); do echo "== $$t"; GPT2_BIN=build/gpt2 build/tests/$$t; done
+	@$(call run_suites,build/tests,,GPT2_BIN=build/gpt2 GPT2_PATHS_RUN=build/tests/paths-run.txt)
 	@echo "== converter (python)"; $(PYTHON) tests/test_convert.py
 	@$(MAKE) -s test-examples test-install test-explain-html
 	@scripts/paths_covered.sh build/tests/paths-run.txt
 
-test-asan: $(FIXTURES) $(addprefix build/asan/,$(TESTS)) build/asan/gpt2
-	@rm -f build/tests/paths-run.txt
+# Under ASan + UBSan the whole-model tests run on scalar and the best path of each family
+# (GPT2_TEST_PATHS=families) and the longest sweeps on every fourth case (GPT2_TEST_STRIDE=4):
+# what the sanitizers look for is in the code each path runs, not in the count of cases,
+# and the plain run checks every case on every path.
+ASAN_ENV  := ASAN_OPTIONS=detect_leaks=1 GPT2_TEST_PATHS=families GPT2_TEST_STRIDE=4 \
+             GPT2_BIN=build/asan/gpt2 GPT2_PATHS_RUN=build/asan/paths-run.txt
+asan_log   = build/asan/log/$(subst :,.,$(1)).log
+# the longest first, so that the cores finish together
+ASAN_LONG := test_internals:forward test_internals:decode test_internals:quant
+ASAN_LOGS := $(foreach s,$(ASAN_LONG) $(filter-out $(ASAN_LONG),$(SUITES)),$(call asan_log,$(s)))
+
+# one sanitized suite, its output and then "exit status: N" into build/asan/log/PROGRAM.SUITE.log
+build/asan/log/%.log: FORCE
+	@mkdir -p build/asan/log
+	@s=$*; prog=$${s%%.*}; arg=; case $$s in *.*) arg=$${s#*.};; esac; \
+	  { $(ASAN_ENV) build/asan/$$prog $$arg; echo "exit status: $$?"; } >$@ 2>&1
+
+test-asan: $(ASAN_DEPS)
+	@rm -rf build/asan/log build/asan/paths-run.txt
+	@$(MAKE) -s -k -j$(JOBS) $(ASAN_LOGS); $(MAKE) -s asan-report
+
+# the sanitized suites' logs, in order; fails unless every one ran and passed
+asan-report:
 	@echo "== under ASan + UBSan the whole-model tests run on scalar and the best path of each"
-	@echo "   family (GPT2_TEST_PATHS=families); every path ran them in the plain run above"
-	@set -e; for t in $(TESTS); do echo "== $$t (asan+ubsan)"; \
-	  ASAN_OPTIONS=detect_leaks=1 GPT2_TEST_PATHS=families GPT2_BIN=build/asan/gpt2 build/asan/$$t; done
-	@scripts/paths_covered.sh build/tests/paths-run.txt
+	@echo "   family (GPT2_TEST_PATHS=families), the longest sweeps on every 4th case"
+	@failed=; for s in $(SUITES); do log=build/asan/log/$$(echo $$s | tr : .).log; \
+	  echo "== $$(echo $$s | tr : ' ') (asan+ubsan)"; \
+	  if [ -f $$log ]; then cat $$log; else echo "(did not run)"; fi; \
+	  tail -n 1 $$log 2>/dev/null | grep -qx 'exit status: 0' || failed="$$failed $$s"; done; \
+	  scripts/paths_covered.sh build/asan/paths-run.txt; \
+	  [ -z "$$failed" ] || { echo "make test: failed under ASan + UBSan:$$failed"; exit 1; }
+
+FORCE:
 
 # the examples run on the fixture model, static and shared; then an install into a scratch
 # DESTDIR, and an example built against the installed copy through pkg-config alone
@@ -185,11 +231,11 @@ test-install: all
 # `make test-tsan`: the threaded suites under ThreadSanitizer (slow; not part of `make test`)
 build/tsan/%: tests/%.c tests/common.h tests/gguf_builder.h src/gpt2.c include/gpt2.h | build/.dirs
 	mkdir -p build/tsan
-	$(CC) $(CPPFLAGS) -O1 -g -fsanitize=thread $(WARN) -Wno-unused-function $< -lcmocka $(LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) -O1 -g1 -fsanitize=thread $(WARN) -Wno-unused-function $< -lcmocka $(LDLIBS) -o $@
 
-test-tsan: $(FIXTURES) build/tsan/test_forward build/tsan/test_decode
-	@set -e; for t in test_forward test_decode; do echo "== $$t (tsan)"; \
-	  TSAN_OPTIONS=halt_on_error=1 build/tsan/$$t; done
+test-tsan: $(FIXTURES) build/tsan/test_internals
+	@set -e; for s in forward decode; do echo "== test_internals $$s (tsan)"; \
+	  TSAN_OPTIONS=halt_on_error=1 build/tsan/test_internals $$s; done
 
 # ---- arm64, under emulation ------------------------------------------------------------------
 # `make test-arm`: the suites cross-built for arm64 (Debian's gcc-aarch64-linux-gnu, cmocka from
@@ -220,16 +266,18 @@ $(ARM_DIR)/libgpt2.a: $(ARM_DIR)/gpt2.o
 $(ARM_DIR)/gpt2: src/main.c src/explain.c include/gpt2.h $(ARM_DIR)/libgpt2.a
 	$(ARM_CC) $(CPPFLAGS) $(CFLAGS) $(WARN) src/main.c src/explain.c $(ARM_DIR)/libgpt2.a $(LDLIBS) -o $@
 
-$(ARM_DIR)/tests/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) src/gpt2.c $(ARM_DIR)/libgpt2.a
+$(ARM_DIR)/tests/test_internals: $(WHITEBOX) src/gpt2.c
+
+$(ARM_DIR)/tests/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) $(ARM_DIR)/libgpt2.a
 	$(ARM_CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-unused-function $< $(ARM_DIR)/libgpt2.a -lcmocka $(LDLIBS) -o $@
 
 test-arm: $(FIXTURES) | build/.dirs
 	@$(MAKE) -s -j$(JOBS) $(ARM_DIR)/gpt2 $(addprefix $(ARM_DIR)/tests/,$(ARM_TESTS))
-	@rm -f build/tests/paths-run.txt
+	@rm -f $(ARM_DIR)/paths-run.txt
 	@echo "test-arm: GPT2_TEST_STRIDE=$(ARM_STRIDE) (the longest replays check every $(ARM_STRIDE)-th case)"
-	@set -e; for t in $(ARM_TESTS); do echo "== $$t (arm64, qemu)"; \
-	  GPT2_TEST_STRIDE=$(ARM_STRIDE) GPT2_BIN="$(ARM_RUN) $(ARM_DIR)/gpt2" $(ARM_RUN) $(ARM_DIR)/tests/$$t; done
-	@scripts/paths_covered.sh build/tests/paths-run.txt
+	@$(call run_suites,$(ARM_DIR)/tests, (arm64, qemu),GPT2_TEST_STRIDE=$(ARM_STRIDE) \
+	  GPT2_BIN="$(ARM_RUN) $(ARM_DIR)/gpt2" GPT2_PATHS_RUN=$(ARM_DIR)/paths-run.txt $(ARM_RUN))
+	@scripts/paths_covered.sh $(ARM_DIR)/paths-run.txt
 	@echo "== kernel path detection (arm64, qemu default CPU and -cpu cortex-a53)"
 	@sh tests/test_arm_detect.sh "$(ARM_RUN)" $(ARM_DIR)/gpt2 build/fixtures/tiny.gguf
 

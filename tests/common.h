@@ -246,8 +246,9 @@ static inline gpt2_model *load_or_report(const char *path) {
 /* ---- kernel paths ------------------------------------------------------------------------
  * Property tests that depend on the kernels run on every path this CPU can execute, each
  * forced by a name that selects exactly that path, and say which ran. A path the CPU lacks
- * is reported as not run, by name. Each suite appends the paths it ran to
- * build/tests/paths-run.txt, which `make test` summarises. */
+ * is reported as not run, by name. Each suite appends the paths it ran to the file named by
+ * GPT2_PATHS_RUN (make test sets it: build/tests/paths-run.txt, and build/asan/paths-run.txt
+ * for the sanitized run beside it), which `make test` summarises. */
 static const struct {
     const char *force; /* the name that selects exactly this path */
     const char *name;  /* what gpt2_model_info.kernels reports for it */
@@ -294,7 +295,7 @@ static inline const char *kernel_path_label(const char *force) {
 }
 
 /* "paths run: a b c (not run, not on this CPU: d e)" for one test, and the record for make
-   test (build/tests/paths-run.txt) */
+   test (the file GPT2_PATHS_RUN names, when set) */
 static inline void report_paths(const char *test, const char *const *ran, int n_ran) {
     char line[512] = "", missing[512] = "", left[512] = "";
     for (int i = 0; i < n_ran; i++) {
@@ -312,16 +313,17 @@ static inline void report_paths(const char *test, const char *const *ran, int n_
     fprintf(stderr, "  %s: paths run:%s%s%s%s%s%s%s\n", test, line,
             *left ? " (left to the plain run, GPT2_TEST_PATHS=families:" : "", left, *left ? ")" : "",
             *missing ? " (not run, not on this CPU:" : "", missing, *missing ? ")" : "");
-    FILE *f = fopen("build/tests/paths-run.txt", "a");
+    const char *record = getenv("GPT2_PATHS_RUN");
+    FILE *f = record && *record ? fopen(record, "a") : NULL;
     if (f) {
         fprintf(f, "%s:%s\n", test, line);
         fclose(f);
     }
 }
 
-/* Emulated runs (make test-arm: the suites under qemu, some 30x slower) set
-   GPT2_TEST_STRIDE=N, and the longest replays and sweeps then check every N-th case only,
-   on every path, saying so; a native run (no GPT2_TEST_STRIDE) checks them all. */
+/* Emulated runs (make test-arm: the suites under qemu, some 30x slower) and the sanitized
+   run of make test set GPT2_TEST_STRIDE=N, and the longest replays and sweeps then check every N-th case only,
+   on every path, saying so; the plain run (no GPT2_TEST_STRIDE) checks them all. */
 static inline size_t test_stride(const char *what) {
     const char *e = getenv("GPT2_TEST_STRIDE");
     long s = e ? strtol(e, NULL, 10) : 1;

@@ -4,7 +4,7 @@
  * White-box: the engine is included so single processors can be called with HF's
  * min_tokens_to_keep and the sampler can be driven directly.
  */
-#include "../src/gpt2.c" /* first: it sets the POSIX feature level for the system headers */
+/* (built inside tests/test_internals.c, after the engine) */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -782,7 +782,7 @@ static void test_generate_arguments_and_stops(void **state) {
     gpt2_context_free(c);
 }
 
-int main(void) {
+static int suite_decode(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_processors_golden),
         cmocka_unit_test(test_process_logits_public),

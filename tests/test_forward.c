@@ -4,7 +4,7 @@
  * (some positions), per-position summaries (top-5, logsumexp) and HF's loss.
  * White-box for the kernel comparisons: the engine is included.
  */
-#include "../src/gpt2.c" /* first: it sets the POSIX feature level for the system headers */
+/* (built inside tests/test_internals.c, after the engine) */
 
 #include <setjmp.h>
 #include <sys/stat.h>
@@ -20,14 +20,14 @@ static jv golden;
 static float *golden_rows;
 static const int32_t V = 50257;
 
-static int setup(void **state) {
+static int forward_setup(void **state) {
     (void)state;
     golden = json_file(DATA "golden/logits.json");
     golden_rows = (float *)(void *)read_all(DATA "golden/logits.bin", NULL);
     return 0;
 }
 
-static int teardown(void **state) {
+static int forward_teardown(void **state) {
     (void)state;
     json_free(&golden);
     free(golden_rows);
@@ -871,7 +871,7 @@ static void test_perplexity(void **state) {
     free(ids);
 }
 
-int main(void) {
+static int suite_forward(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_logits_every_path),
         cmocka_unit_test(test_kernel_path_names),
@@ -889,5 +889,5 @@ int main(void) {
         cmocka_unit_test(test_half_conversions),
         cmocka_unit_test(test_perplexity),
     };
-    return cmocka_run_group_tests_name("forward", tests, setup, teardown);
+    return cmocka_run_group_tests_name("forward", tests, forward_setup, forward_teardown);
 }

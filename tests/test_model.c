@@ -3,7 +3,7 @@
  *
  * White-box: the engine is included so the tests can look at the loaded tensors.
  */
-#include "../src/gpt2.c" /* first: it sets the POSIX feature level for the system headers */
+/* (built inside tests/test_internals.c, after the engine) */
 
 #include <setjmp.h>
 #include <sys/resource.h>
@@ -382,7 +382,7 @@ static void test_not_gpt2(void **state) {
     free(w.buf);
 }
 
-int main(void) {
+static int suite_model(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_converted_safetensors),
         cmocka_unit_test(test_converted_pytorch_bin),

@@ -322,8 +322,9 @@ static inline void report_paths(const char *test, const char *const *ran, int n_
 }
 
 /* Emulated runs (make test-arm: the suites under qemu, some 30x slower) and the sanitized
-   run of make test set GPT2_TEST_STRIDE=N, and the longest replays and sweeps then check every N-th case only,
-   on every path, saying so; the plain run (no GPT2_TEST_STRIDE) checks them all. */
+   run of make test set GPT2_TEST_STRIDE=N, and the longest replays and sweeps then check
+   every N-th case only, on every path, saying so; the plain run (no GPT2_TEST_STRIDE)
+   checks them all. */
 static inline size_t test_stride(const char *what) {
     const char *e = getenv("GPT2_TEST_STRIDE");
     long s = e ? strtol(e, NULL, 10) : 1;

@@ -17,10 +17,11 @@ SAN_FLAGS := $(SAN_OPT) -g1 -fsanitize=address,undefined -fno-omit-frame-pointer
 
 # The test programs: the black-box suites link the library; test_internals is the white-box
 # suites (tests/test_{model,forward,decode,quant}.c), one program so the engine is compiled
-# once for all four. SUITES is what runs, in order: PROGRAM or PROGRAM:SUITE.
+# once for all four. SUITES is what runs, in order: PROGRAM or PROGRAM.SUITE (which is also
+# the name of its log under build/asan/log).
 TESTS    := test_tokenizer test_internals test_inspect test_cli
-SUITES   := test_tokenizer test_internals:model test_internals:forward test_internals:decode \
-            test_inspect test_internals:quant test_cli
+SUITES   := test_tokenizer test_internals.model test_internals.forward test_internals.decode \
+            test_inspect test_internals.quant test_cli
 WHITEBOX := tests/test_model.c tests/test_forward.c tests/test_decode.c tests/test_quant.c
 FIXTURES := build/fixtures/tiny.gguf build/fixtures/tiny-pt.gguf build/fixtures/tiny-f16.gguf
 
@@ -166,7 +167,9 @@ TEST_DEPS := all examples $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 ASAN_DEPS := build/asan/test_internals build/asan/gpt2 $(addprefix build/asan/,$(TESTS)) $(FIXTURES)
 
 # runs the suites in SUITES with the programs in directory $(1), each as PROGRAM [SUITE]
-run_suites = set -e; for s in $(SUITES); do prog=$${s%%:*}; arg=; case $$s in *:*) arg=$${s\#*:};; esac; \
+# (suite_cmd: PROGRAM and SUITE of $$s into $$prog and $$arg)
+suite_cmd  = prog=$${s%%.*}; arg=; case $$s in *.*) arg=$${s\#*.};; esac
+run_suites = set -e; for s in $(SUITES); do $(suite_cmd); \
   echo "== $$prog $$arg$(2)"; $(3) $(1)/$$prog $$arg; done
 
 test:
@@ -188,15 +191,14 @@ test-fast: all $(FIXTURES) $(addprefix build/tests/,$(TESTS))
 # and the plain run checks every case on every path.
 ASAN_ENV  := ASAN_OPTIONS=detect_leaks=1 GPT2_TEST_PATHS=families GPT2_TEST_STRIDE=4 \
              GPT2_BIN=build/asan/gpt2 GPT2_PATHS_RUN=build/asan/paths-run.txt
-asan_log   = build/asan/log/$(subst :,.,$(1)).log
 # the longest first, so that the cores finish together
-ASAN_LONG := test_internals:forward test_internals:decode test_internals:quant
-ASAN_LOGS := $(foreach s,$(ASAN_LONG) $(filter-out $(ASAN_LONG),$(SUITES)),$(call asan_log,$(s)))
+ASAN_LONG := test_internals.forward test_internals.decode test_internals.quant
+ASAN_LOGS := $(patsubst %,build/asan/log/%.log,$(ASAN_LONG) $(filter-out $(ASAN_LONG),$(SUITES)))
 
 # one sanitized suite, its output and then "exit status: N" into build/asan/log/PROGRAM.SUITE.log
 build/asan/log/%.log: FORCE
 	@mkdir -p build/asan/log
-	@s=$*; prog=$${s%%.*}; arg=; case $$s in *.*) arg=$${s#*.};; esac; \
+	@s=$*; $(suite_cmd); \
 	  { $(ASAN_ENV) build/asan/$$prog $$arg; echo "exit status: $$?"; } >$@ 2>&1
 
 test-asan: $(ASAN_DEPS)
@@ -207,8 +209,8 @@ test-asan: $(ASAN_DEPS)
 asan-report:
 	@echo "== under ASan + UBSan the whole-model tests run on scalar and the best path of each"
 	@echo "   family (GPT2_TEST_PATHS=families), the longest sweeps on every 4th case"
-	@failed=; for s in $(SUITES); do log=build/asan/log/$$(echo $$s | tr : .).log; \
-	  echo "== $$(echo $$s | tr : ' ') (asan+ubsan)"; \
+	@failed=; for s in $(SUITES); do log=build/asan/log/$$s.log; $(suite_cmd); \
+	  echo "== $$prog $$arg (asan+ubsan)"; \
 	  if [ -f $$log ]; then cat $$log; else echo "(did not run)"; fi; \
 	  tail -n 1 $$log 2>/dev/null | grep -qx 'exit status: 0' || failed="$$failed $$s"; done; \
 	  scripts/paths_covered.sh build/asan/paths-run.txt; \

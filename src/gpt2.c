@@ -4783,7 +4783,13 @@ static void pool_run(pool *p, task_fn fn, void *arg) {
     for (int i = 0; atomic_load(&p->busy) > 0 && i < p->spin; i++) cpu_relax(p);
     if (atomic_load(&p->busy) > 0) {
         pthread_mutex_lock(&p->mu);
-        atomic_store(&p->caller_sleeping, 1);
+        /* The flag, then busy; a worker does busy, then the flag: one of the two sees the
+           other's write, so the last worker signals or the caller does not wait. That takes
+           the store and the load in order. An exchange, not a store: qemu-user on x86 runs
+           arm64's store-release + load-acquire pair out of order (a store-buffering test
+           saw both loads miss 31,576 times in 200,000; with exchanges never), and the
+           wake-up was lost: `make test-arm` hung with every thread asleep. */
+        atomic_exchange(&p->caller_sleeping, 1);
         while (atomic_load(&p->busy) > 0) pthread_cond_wait(&p->done, &p->mu);
         atomic_store(&p->caller_sleeping, 0);
         pthread_mutex_unlock(&p->mu);

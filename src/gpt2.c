@@ -2246,14 +2246,14 @@ int32_t gpt2_context_size(const gpt2_context *c) { return c ? c->n_ctx : 0; }
 
 /* out (T, rows) = epilogue(x (T, cols) @ w^T + bias), split by weight rows over the threads.
    For quantized weights x is first quantized into c->xq, one row per token (two with
-   two_pass, which only the formats of §D take: q8_0's rows need no second). */
+   two_pass, which only the K formats take: see forward()). */
 static void matmul_pass(gpt2_context *c, const matrix *w, const float *bias, const float *x, int T,
                         float *out, epilogue e, bool two_pass) {
     matmul_task a = {c->m->kt, w, bias, x, NULL, 0, false, T, out, w->rows, e};
     if (w->type != GPT2_TYPE_F32 && w->type != GPT2_TYPE_F16 && w->type != GPT2_TYPE_BF16) {
         size_t ldq = kq_is_k((int)w->type) ? (size_t)(w->cols / 256) * sizeof(q8k_record)
                                             : (size_t)q8_groups(w->cols) * sizeof(q8_group);
-        a.two_pass = two_pass && w->type != GPT2_TYPE_Q8_0 && w->cols == c->m->cfg.n_embd;
+        a.two_pass = two_pass && kq_is_k((int)w->type) && w->cols == c->m->cfg.n_embd;
         quantize_task q = {c->m->kt, (int)w->type, x, w->cols, T, (uint8_t *)c->xq, ldq,
                            a.two_pass ? c->xr : NULL};
         if (T >= 8) pool_run(c->pool, quantize_worker, &q);
@@ -2494,7 +2494,10 @@ static void forward(gpt2_context *c, const int32_t *ids, int T, logits_mode lm, 
         layernorm_rows(c, xn, x, b->ln1_w, b->ln1_b, 0, T);                         // (T, C)
         /* q, k and v are where int8 activations cost the most: in the q4_K_M golden file,
            float inputs to this one product take the worst logit error from 0.50 to 0.18 (to
-           0.46-0.51 for any other matrix), so a 4-6 bit qkv gets two quantized rows */
+           0.46-0.51 for any other matrix). The K formats' activations share one scale per
+           256 numbers, so one large channel coarsens the other 255: a K-format qkv gets
+           two quantized rows per token (q8_0 and the 32-number formats, a scale per 32,
+           keep one: their prompts would be 25% slower for 0.23 -> 0.15 on the mix file) */
         matmul_pass(c, &b->qkv, b->qkv_b, xn, T, qkv, EPI_STORE, true);             // (T, 3C)
         /* each token's keys and values (per head) go to its cache cell */
         for (int t = 0; t < T; t++) {

@@ -1958,7 +1958,7 @@ static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bi
             for (int t = t0; t < t1; t += tstep) {
                 int nt = t1 - t < tstep ? t1 - t : tstep;
                 const uint8_t *wr = base + (size_t)r * w->row_bytes;
-                const uint8_t *xr = xq + (size_t)(t * per) * ldq;
+                const uint8_t *xr = xq ? xq + (size_t)(t * per) * ldq : NULL; /* float weights: none */
                 float d[16]; /* (per * nt, 4) */
                 /* plain and GELU outputs go straight into out (the bias follows below) */
                 const bool direct = e != EPI_ADD && !two_pass;

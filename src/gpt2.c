@@ -2019,7 +2019,7 @@ static void matmul_worker(void *arg, int ith, int nth) {
 
 /* Quantized weights meet activations quantized per block: q8_0 and the 32-number formats
    read q8_group rows, the K formats q8k_record rows (§D); one row per token, ldq apart.
-   With two_pass a token takes two rows: x quantized, then what that left over, r = x - x~
+   With two_pass (K formats) a token takes two rows: x quantized, then what that left over, r = x - x~
    (each number's rounding, at most half a step of its block), quantized with its own
    scales. x W^T is then the sum of the two rows' products: an error 127 times smaller than
    one row's, for twice the integer work on the same weight loads. */
@@ -2052,17 +2052,8 @@ static void quantize_worker(void *arg, int ith, int nth) {
         uint8_t *row = a->xq + (size_t)(2 * t) * a->ldq;
         float *r = a->resid + t * a->n;
         quantize_row_act(a, x, row);
-        if (kq_is_k(a->type)) {
-            const q8k_record *k = (const q8k_record *)(const void *)row;
-            for (int64_t i = 0; i < a->n; i++) r[i] = x[i] - k[i / 256].d * (float)k[i / 256].q[i % 256];
-        } else {
-            const q8_group *g = (const q8_group *)(const void *)row;
-            for (int64_t i = 0; i < a->n; i++) {
-                const q8_group *gr = g + i / Q8_GROUP;
-                int j = (int)(i % Q8_GROUP);
-                r[i] = x[i] - gr->d[j / 32 * 8] * (float)gr->q[j];
-            }
-        }
+        const q8k_record *k = (const q8k_record *)(const void *)row; /* K formats only */
+        for (int64_t i = 0; i < a->n; i++) r[i] = x[i] - k[i / 256].d * (float)k[i / 256].q[i % 256];
         quantize_row_act(a, r, row + a->ldq);
     }
 }
@@ -2213,9 +2204,9 @@ gpt2_status gpt2_context_new(const gpt2_model *m, const gpt2_context_params *p, 
     c->qkv = alloc64(rows * 3 * C * sizeof(float));
     c->y = alloc64(rows * C * sizeof(float));
     c->mlp = alloc64(rows * (size_t)m->n_ff * sizeof(float));
-    /* the widest quantized input: F numbers, or ln1's C as two rows (two_pass) */
+    /* the widest quantized input; two_pass's two K rows of C numbers (2 x 320 bytes per
+       256) take less than one q8_group row of C (192 bytes per 64) */
     size_t ldq = (size_t)q8_groups(m->n_ff > cf->n_embd ? m->n_ff : cf->n_embd);
-    if (ldq < 2 * (size_t)q8_groups(cf->n_embd)) ldq = 2 * (size_t)q8_groups(cf->n_embd);
     c->xq = alloc64(rows * ldq * sizeof(q8_group));
     c->xr = malloc(rows * C * sizeof(float));
     c->scores = malloc((size_t)c->n_threads * 4 * (size_t)c->n_ctx * sizeof(float));

@@ -2244,6 +2244,7 @@ static void matmul_pass(gpt2_context *c, const matrix *w, const float *bias, con
     if (w->type != GPT2_TYPE_F32 && w->type != GPT2_TYPE_F16 && w->type != GPT2_TYPE_BF16) {
         size_t ldq = kq_is_k((int)w->type) ? (size_t)(w->cols / 256) * sizeof(q8k_record)
                                             : (size_t)q8_groups(w->cols) * sizeof(q8_group);
+        /* the residual scratch c->xr holds C numbers per token (qkv's input always is) */
         a.two_pass = two_pass && kq_is_k((int)w->type) && w->cols == c->m->cfg.n_embd;
         quantize_task q = {c->m->kt, (int)w->type, x, w->cols, T, (uint8_t *)c->xq, ldq,
                            a.two_pass ? c->xr : NULL};

@@ -1776,7 +1776,10 @@ static void dot_q8_0_scalar(const uint8_t *w, size_t row_bytes, int nr, const q8
                 const int8_t *qw = (const int8_t *)(blk + 2), *qx = gr->q + 32 * half;
                 int32_t s = 0;
                 for (int i = 0; i < QK8_0; i++) s += qw[i] * qx[i];
-                acc[half] += f16_to_f32(rd16(blk)) * gr->d[8 * half] * (float)s;
+                /* two statements: no compiler may fuse the multiply into the add (the AVX2
+                   path rounds both, as here) */
+                float p = f16_to_f32(rd16(blk)) * gr->d[8 * half] * (float)s;
+                acc[half] += p;
             }
             out[(size_t)t * ldo + r] = acc[0] + acc[1];
         }
@@ -3638,41 +3641,97 @@ DEFINE_DOT_AVX2(dot_f32_avx2, load8_f32, 4)
 DEFINE_DOT_AVX2(dot_f16_avx2, load8_f16, 2)
 DEFINE_DOT_AVX2(dot_bf16_avx2, load8_bf16, 2)
 
-/* q8_0 x q8_0 activations: per block, 8 lanes of 4 int8 products each. vpmaddubsw multiplies
-   unsigned by signed bytes, so |q_w| meets q_x with q_w's sign (sign_epi8); pairs of
-   products stay within int16 (128 * 127 * 2 < 2^15), and vpmaddwd adds them up to int32. */
-#define AVX2_Q8_TILE(UNUSED, NR, NT)                                                           \
-    do {                                                                                      \
-        __m256 acc[NR][NT];                                                                   \
-        UNROLL for (int r = 0; r < NR; r++)                                                   \
-            UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();              \
-        for (int64_t b = 0; b < n / QK8_0; b++) {                                             \
-            const int half = (int)(b % 2);                                                    \
-            __m256i qx[NT];                                                                   \
-            UNROLL for (int t = 0; t < NT; t++)                                               \
-                qx[t] = _mm256_loadu_si256((const __m256i *)(const void *)(x[t * ldx + b / 2].q + 32 * half)); \
-            UNROLL for (int r = 0; r < NR; r++) {                                             \
-                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * Q8_0_BLOCK_BYTES; \
-                if (NT == 1 && (b & 1) == 0) _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0); \
-                __m256i qw = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));    \
-                __m256i aw = _mm256_abs_epi8(qw);                                             \
-                __m256 dw = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));                             \
-                UNROLL for (int t = 0; t < NT; t++) {                                         \
-                    __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx[t], qw));        \
-                    __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1))); \
-                    __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(x[t * ldx + b / 2].d + 8 * half)); \
-                    acc[r][t] = _mm256_fmadd_ps(s, d, acc[r][t]);                             \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
-        UNROLL for (int r = 0; r < NR; r++)                                                   \
-            UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = hsum256(acc[r][t]); \
-    } while (0)
+/* q8_0 x q8_0 activations. vpmaddubsw multiplies unsigned by signed bytes, so |q_w| meets
+   q_x with q_w's sign (sign_epi8); pairs of products stay within int16 (128 * 127 * 2 <
+   2^15), and vpmaddwd adds them up to 8 int32 lanes of 4 products each. Then, unlike the
+   float tiles, each block's 8 lanes are added up at once (horizontal adds, on the shuffle
+   port the multiplies leave idle): a tile's 8 dots (4 rows x 2 tokens) sit side by side in
+   one vector, lane 4t + r, and take their scales and the float sums with one multiply and
+   one add per block instead of one multiply-add per dot. The integer sums are exact and the
+   float steps are the scalar reference's, in its order ((d_w d_x) s, even and odd blocks
+   apart): this path gives the scalar's bits. */
+AVX2_TARGET static ALWAYS_INLINE __m256i q8_lanes(__m256i aw, const uint8_t *qw, __m256i qx) {
+    __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx, _mm256_loadu_si256((const __m256i *)(const void *)qw)));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1)); /* 8 x int32 */
+}
 
+/* block b of 4 rows x 2 tokens -> the 8 dots' (d_w d_x) s, lane 4t + r */
+AVX2_TARGET static ALWAYS_INLINE __m256 q8_block_4x2(const uint8_t *const row[4], int64_t b,
+                                                     const q8_group *x0, const q8_group *x1) {
+    const size_t off = (size_t)b * Q8_0_BLOCK_BYTES;
+    const int half = (int)(b & 1);
+    const __m256i qx0 = _mm256_loadu_si256((const __m256i *)(const void *)(x0[b / 2].q + 32 * half));
+    const __m256i qx1 = _mm256_loadu_si256((const __m256i *)(const void *)(x1[b / 2].q + 32 * half));
+    __m256i v[8];
+    UNROLL for (int r = 0; r < 4; r++) {
+        const uint8_t *qw = row[r] + off + 2;
+        __m256i aw = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(const void *)qw));
+        v[r] = q8_lanes(aw, qw, qx0);
+        v[4 + r] = q8_lanes(aw, qw, qx1);
+    }
+    /* hadd adds neighbouring lanes within each 128-bit half: after two rounds, half h of
+       a0123 holds v0..v3's sums over their half h; the permutes line up the halves */
+    __m256i a0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i a4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(a0123, a4567, 0x20),
+                                 _mm256_permute2x128_si256(a0123, a4567, 0x31));
+    __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)rd16(row[0] + off), (short)rd16(row[1] + off),
+                                            (short)rd16(row[2] + off), (short)rd16(row[3] + off), 0, 0, 0, 0));
+    __m256 dx = _mm256_set_m128(_mm_loadu_ps(x1[b / 2].d + 8 * half), _mm_loadu_ps(x0[b / 2].d + 8 * half));
+    /* exact: |s| <= 32 * 128 * 127 < 2^24 */
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set_m128(dw, dw), dx), _mm256_cvtepi32_ps(s));
+}
+
+/* block b of 4 rows x 1 token -> the 4 dots' (d_w d_x) s */
+AVX2_TARGET static ALWAYS_INLINE __m128 q8_block_4x1(const uint8_t *const row[4], int64_t b, const q8_group *x0) {
+    const size_t off = (size_t)b * Q8_0_BLOCK_BYTES;
+    const int half = (int)(b & 1);
+    const __m256i qx = _mm256_loadu_si256((const __m256i *)(const void *)(x0[b / 2].q + 32 * half));
+    __m256i v[4];
+    UNROLL for (int r = 0; r < 4; r++) {
+        const uint8_t *qw = row[r] + off + 2;
+        if (half == 0) _mm_prefetch((const char *)qw + Q8_PREFETCH, _MM_HINT_T0); /* decode streams rows */
+        v[r] = q8_lanes(_mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(const void *)qw)), qw, qx);
+    }
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)rd16(row[0] + off), (short)rd16(row[1] + off),
+                                            (short)rd16(row[2] + off), (short)rd16(row[3] + off), 0, 0, 0, 0));
+    return _mm_mul_ps(_mm_mul_ps(dw, _mm_loadu_ps(x0[b / 2].d + 8 * half)), _mm_cvtepi32_ps(s));
+}
+
+/* Rows past nr repeat row nr - 1 and a missing second token repeats the first: their lanes
+   are computed and dropped, so every tile runs the same code. Even and odd blocks have
+   sums of their own, added at the end, as in the scalar reference. */
 AVX2_TARGET static void dot_q8_0_avx2(const uint8_t *w, size_t row_bytes, int nr,
                                       const q8_group *x, size_t ldx, int nt, int64_t n,
                                       float *out, size_t ldo) {
-    AVX2_TILE_SWITCH(AVX2_Q8_TILE, 0)
+    const int64_t nb = n / QK8_0;
+    const uint8_t *row[4];
+    for (int r = 0; r < 4; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes;
+    for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {
+        float sums[8];
+        int64_t b = 0;
+        if (nt - t0 >= 2) {
+            __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
+            for (; b + 2 <= nb; b += 2) {
+                even = _mm256_add_ps(even, q8_block_4x2(row, b, x, x + ldx));
+                odd = _mm256_add_ps(odd, q8_block_4x2(row, b + 1, x, x + ldx));
+            }
+            if (b < nb) even = _mm256_add_ps(even, q8_block_4x2(row, b, x, x + ldx));
+            _mm256_storeu_ps(sums, _mm256_add_ps(even, odd));
+            for (int r = 0; r < nr; r++) out[ldo + r] = sums[4 + r];
+        } else {
+            __m128 even = _mm_setzero_ps(), odd = _mm_setzero_ps();
+            for (; b + 2 <= nb; b += 2) {
+                even = _mm_add_ps(even, q8_block_4x1(row, b, x));
+                odd = _mm_add_ps(odd, q8_block_4x1(row, b + 1, x));
+            }
+            if (b < nb) even = _mm_add_ps(even, q8_block_4x1(row, b, x));
+            _mm_storeu_ps(sums, _mm_add_ps(even, odd));
+        }
+        for (int r = 0; r < nr; r++) out[r] = sums[r];
+    }
 }
 
 /* AVX-VNNI (the VEX form of vpdpbusd: Alder Lake and later, Zen 5 client parts): as the
@@ -3715,6 +3774,46 @@ AVXVNNI_TARGET static void dot_q8_0_avxvnni(const uint8_t *w, size_t row_bytes, 
                                             const q8_group *x, size_t ldx, int nt, int64_t n,
                                             float *out, size_t ldo) {
     AVX2_TILE_SWITCH(AVXVNNI_Q8_TILE, 0)
+}
+
+/* activations -> q8_0, as quantize_q8_scalar, 8 lanes at a time: the same bytes (min and max
+   take their second operand when the first is NaN, which is how the scalar code clamps) */
+AVX2_TARGET static void quantize_q8_avx2(const float *x, int64_t n, q8_group *g) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < q8_groups(n) * 2; b++) {
+        q8_group *gr = g + b / 2;
+        int half = (int)(b % 2);
+        int8_t *q = gr->q + 32 * half;
+        float d = 0.0f;
+        if (b * QK8_0 < n) {
+            __m256 v[4], a = _mm256_setzero_ps();
+            for (int i = 0; i < 4; i++) {
+                v[i] = _mm256_loadu_ps(x + b * QK8_0 + 8 * i);
+                a = _mm256_max_ps(_mm256_and_ps(v[i], absmask), a);
+            }
+            __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            float amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+            d = amax / 127.0f;
+            __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+            __m256i i32[4];
+            for (int i = 0; i < 4; i++) /* cvtps rounds half to even, as the scalar code does */
+                i32[i] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v[i], id), _mm256_set1_ps(127.0f)),
+                                                          _mm256_set1_ps(-127.0f)));
+            /* the packs work within 128-bit halves: 4-byte groups come out in the order
+               0 2 4 6 1 3 5 7 of the 8 the numbers' order needs */
+            __m256i q8 = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
+            q8 = _mm256_permutevar8x32_epi32(q8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(void *)q, q8);
+        } else {
+            memset(q, 0, QK8_0);
+        }
+        /* lane sums of 4 q's: maddubs with ones (pairs), then madd with ones (pairs of pairs) */
+        __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)q);
+        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qv), _mm256_set1_epi16(1));
+        _mm256_storeu_si256((__m256i *)(void *)(gr->corr + 8 * half), _mm256_mullo_epi32(s4, _mm256_set1_epi32(-128)));
+        _mm256_storeu_ps(gr->d + 8 * half, _mm256_set1_ps(d));
+    }
 }
 
 /* exp(x) for 8 floats, as exp16 below; 2^n is built in the exponent bits */
@@ -3806,12 +3905,12 @@ AVX2_TARGET static void weighted_sum_avx2(const float *v, size_t ldv, const floa
 DEFINE_WEIGHTED_SUM4(weighted_sum4_avx2, weighted_sum_avx2)
 
 static const kernel_table kernels_avx2 = {
-    "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2, quantize_q8_scalar,
+    "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2, quantize_q8_avx2,
     gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVX2};
 
 /* AVX-VNNI: AVX2 with the VEX vpdpbusd for q8_0 (above) and for §D's formats */
 static const kernel_table kernels_avx2_vnni = {
-    "avx2-vnni", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avxvnni, quantize_q8_scalar,
+    "avx2-vnni", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avxvnni, quantize_q8_avx2,
     gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVXVNNI};
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */

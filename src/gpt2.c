@@ -3641,140 +3641,120 @@ DEFINE_DOT_AVX2(dot_f32_avx2, load8_f32, 4)
 DEFINE_DOT_AVX2(dot_f16_avx2, load8_f16, 2)
 DEFINE_DOT_AVX2(dot_bf16_avx2, load8_bf16, 2)
 
-/* q8_0 x q8_0 activations. vpmaddubsw multiplies unsigned by signed bytes, so |q_w| meets
-   q_x with q_w's sign (sign_epi8); pairs of products stay within int16 (128 * 127 * 2 <
-   2^15), and vpmaddwd adds them up to 8 int32 lanes of 4 products each. Then, unlike the
-   float tiles, each block's 8 lanes are added up at once (horizontal adds, on the shuffle
-   port the multiplies leave idle): a tile's 8 dots (4 rows x 2 tokens) sit side by side in
-   one vector, lane 4t + r, and take their scales and the float sums with one multiply and
-   one add per block instead of one multiply-add per dot. The integer sums are exact and the
-   float steps are the scalar reference's, in its order ((d_w d_x) s, even and odd blocks
-   apart): this path gives the scalar's bits. */
-AVX2_TARGET static ALWAYS_INLINE __m256i q8_lanes(__m256i aw, const uint8_t *qw, __m256i qx) {
-    __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx, _mm256_loadu_si256((const __m256i *)(const void *)qw)));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1)); /* 8 x int32 */
-}
-
-/* block b of 4 rows x 2 tokens -> the 8 dots' (d_w d_x) s, lane 4t + r */
-AVX2_TARGET static ALWAYS_INLINE __m256 q8_block_4x2(const uint8_t *const row[4], int64_t b,
-                                                     const q8_group *x0, const q8_group *x1) {
-    const size_t off = (size_t)b * Q8_0_BLOCK_BYTES;
-    const int half = (int)(b & 1);
-    const __m256i qx0 = _mm256_loadu_si256((const __m256i *)(const void *)(x0[b / 2].q + 32 * half));
-    const __m256i qx1 = _mm256_loadu_si256((const __m256i *)(const void *)(x1[b / 2].q + 32 * half));
-    __m256i v[8];
-    UNROLL for (int r = 0; r < 4; r++) {
-        const uint8_t *qw = row[r] + off + 2;
-        __m256i aw = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(const void *)qw));
-        v[r] = q8_lanes(aw, qw, qx0);
-        v[4 + r] = q8_lanes(aw, qw, qx1);
-    }
-    /* hadd adds neighbouring lanes within each 128-bit half: after two rounds, half h of
-       a0123 holds v0..v3's sums over their half h; the permutes line up the halves */
-    __m256i a0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    __m256i a4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(a0123, a4567, 0x20),
-                                 _mm256_permute2x128_si256(a0123, a4567, 0x31));
-    __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)rd16(row[0] + off), (short)rd16(row[1] + off),
-                                            (short)rd16(row[2] + off), (short)rd16(row[3] + off), 0, 0, 0, 0));
-    __m256 dx = _mm256_set_m128(_mm_loadu_ps(x1[b / 2].d + 8 * half), _mm_loadu_ps(x0[b / 2].d + 8 * half));
-    /* exact: |s| <= 32 * 128 * 127 < 2^24 */
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set_m128(dw, dw), dx), _mm256_cvtepi32_ps(s));
-}
-
-/* block b of 4 rows x 1 token -> the 4 dots' (d_w d_x) s */
-AVX2_TARGET static ALWAYS_INLINE __m128 q8_block_4x1(const uint8_t *const row[4], int64_t b, const q8_group *x0) {
-    const size_t off = (size_t)b * Q8_0_BLOCK_BYTES;
-    const int half = (int)(b & 1);
-    const __m256i qx = _mm256_loadu_si256((const __m256i *)(const void *)(x0[b / 2].q + 32 * half));
-    __m256i v[4];
-    UNROLL for (int r = 0; r < 4; r++) {
-        const uint8_t *qw = row[r] + off + 2;
-        if (half == 0) _mm_prefetch((const char *)qw + Q8_PREFETCH, _MM_HINT_T0); /* decode streams rows */
-        v[r] = q8_lanes(_mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(const void *)qw)), qw, qx);
-    }
-    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-    __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)rd16(row[0] + off), (short)rd16(row[1] + off),
-                                            (short)rd16(row[2] + off), (short)rd16(row[3] + off), 0, 0, 0, 0));
-    return _mm_mul_ps(_mm_mul_ps(dw, _mm_loadu_ps(x0[b / 2].d + 8 * half)), _mm_cvtepi32_ps(s));
-}
-
-/* Rows past nr repeat row nr - 1 and a missing second token repeats the first: their lanes
-   are computed and dropped, so every tile runs the same code. Even and odd blocks have
-   sums of their own, added at the end, as in the scalar reference. */
-AVX2_TARGET static void dot_q8_0_avx2(const uint8_t *w, size_t row_bytes, int nr,
-                                      const q8_group *x, size_t ldx, int nt, int64_t n,
-                                      float *out, size_t ldo) {
-    const int64_t nb = n / QK8_0;
-    const uint8_t *row[4];
-    for (int r = 0; r < 4; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes;
-    for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {
-        float sums[8];
-        int64_t b = 0;
-        if (nt - t0 >= 2) {
-            __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
-            for (; b + 2 <= nb; b += 2) {
-                even = _mm256_add_ps(even, q8_block_4x2(row, b, x, x + ldx));
-                odd = _mm256_add_ps(odd, q8_block_4x2(row, b + 1, x, x + ldx));
-            }
-            if (b < nb) even = _mm256_add_ps(even, q8_block_4x2(row, b, x, x + ldx));
-            _mm256_storeu_ps(sums, _mm256_add_ps(even, odd));
-            for (int r = 0; r < nr; r++) out[ldo + r] = sums[4 + r];
-        } else {
-            __m128 even = _mm_setzero_ps(), odd = _mm_setzero_ps();
-            for (; b + 2 <= nb; b += 2) {
-                even = _mm_add_ps(even, q8_block_4x1(row, b, x));
-                odd = _mm_add_ps(odd, q8_block_4x1(row, b + 1, x));
-            }
-            if (b < nb) even = _mm_add_ps(even, q8_block_4x1(row, b, x));
-            _mm_storeu_ps(sums, _mm_add_ps(even, odd));
-        }
-        for (int r = 0; r < nr; r++) out[r] = sums[r];
-    }
-}
-
-/* AVX-VNNI (the VEX form of vpdpbusd: Alder Lake and later, Zen 5 client parts): as the
-   AVX-512 VNNI tile does it, on 256 bits. The weights are read as unsigned bytes (q + 128:
-   the top bit flipped) and each lane's sum starts at the activations' correction, -128 times
-   the sum of its 4 q_x, which takes the 128s back out: the integer sums are exact. */
+/* q8_0 x q8_0 activations. Each block's 32 products first become 8 int32 lanes of 4
+   products, two ways:
+   - AVX2: vpmaddubsw multiplies unsigned by signed bytes, so |q_w| meets q_x with q_w's sign
+     (sign_epi8); pairs of products stay within int16 (128 * 127 * 2 < 2^15), and vpmaddwd
+     adds them up.
+   - AVX-VNNI (the VEX vpdpbusd: Alder Lake and later, Zen 5 client parts): the weights read
+     as unsigned bytes (q + 128: the top bit flipped) and each lane's sum starts at the
+     activations' correction, -128 times the sum of its 4 q_x, which takes the 128s back out.
+   Then, unlike the float tiles, each block's 8 lanes are added up at once (horizontal adds,
+   on the shuffle port the multiplies leave idle): a tile's 8 dots (4 rows x 2 tokens) sit
+   side by side in one vector, lane 4t + r, and take their scales and the float sums with one
+   multiply and one add per block instead of one multiply-add per dot. The integer sums are
+   exact and the float steps are the scalar reference's, in its order ((d_w d_x) s, even and
+   odd blocks apart): both give the scalar's bits. */
 #define AVXVNNI_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
-#define AVXVNNI_Q8_TILE(UNUSED, NR, NT)                                                        \
-    do {                                                                                      \
-        __m256 acc[NR][NT];                                                                   \
-        UNROLL for (int r = 0; r < NR; r++)                                                   \
-            UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps();              \
-        for (int64_t b = 0; b < n / QK8_0; b++) {                                             \
-            const int half = (int)(b % 2);                                                    \
-            __m256i qx[NT], cx[NT];                                                           \
-            __m256 dx[NT];                                                                    \
-            UNROLL for (int t = 0; t < NT; t++) {                                             \
-                const q8_group *g = &x[(size_t)t * ldx + (size_t)(b / 2)];                    \
-                qx[t] = _mm256_loadu_si256((const __m256i *)(const void *)(g->q + 32 * half)); \
-                cx[t] = _mm256_loadu_si256((const __m256i *)(const void *)(g->corr + 8 * half)); \
-                dx[t] = _mm256_loadu_ps(g->d + 8 * half);                                     \
-            }                                                                                 \
-            UNROLL for (int r = 0; r < NR; r++) {                                             \
-                const uint8_t *blk = w + (size_t)r * row_bytes + (size_t)b * Q8_0_BLOCK_BYTES; \
-                if (NT == 1 && (b & 1) == 0) _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0); \
-                __m256i uw = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)), \
-                                              _mm256_set1_epi8((char)0x80));                  \
-                __m256 dw = _mm256_set1_ps(_cvtsh_ss(rd16(blk)));                             \
-                UNROLL for (int t = 0; t < NT; t++) {                                         \
-                    __m256 sum = _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(cx[t], uw, qx[t])); \
-                    acc[r][t] = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, dx[t]), acc[r][t]);    \
-                }                                                                             \
-            }                                                                                 \
-        }                                                                                     \
-        UNROLL for (int r = 0; r < NR; r++)                                                   \
-            UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = hsum256(acc[r][t]); \
-    } while (0)
+#define Q8_LD(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
 
-AVXVNNI_TARGET static void dot_q8_0_avxvnni(const uint8_t *w, size_t row_bytes, int nr,
-                                            const q8_group *x, size_t ldx, int nt, int64_t n,
-                                            float *out, size_t ldo) {
-    AVX2_TILE_SWITCH(AVXVNNI_Q8_TILE, 0)
+/* the weights of a block as the lane sums take them: |q| (AVX2), q + 128 (VNNI) */
+AVX2_TARGET static ALWAYS_INLINE __m256i q8_prep_avx2(const uint8_t *qw) { return _mm256_abs_epi8(Q8_LD(qw)); }
+AVXVNNI_TARGET static ALWAYS_INLINE __m256i q8_prep_avxvnni(const uint8_t *qw) {
+    return _mm256_xor_si256(Q8_LD(qw), _mm256_set1_epi8((char)0x80));
 }
+/* 8 x int32, each the sum of 4 products q_w q_x; g's half h holds the activations */
+AVX2_TARGET static ALWAYS_INLINE __m256i q8_lanes_avx2(__m256i pw, const uint8_t *qw, const q8_group *g, int h) {
+    __m256i p = _mm256_maddubs_epi16(pw, _mm256_sign_epi8(Q8_LD(g->q + 32 * h), Q8_LD(qw)));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+AVXVNNI_TARGET static ALWAYS_INLINE __m256i q8_lanes_avxvnni(__m256i pw, const uint8_t *qw, const q8_group *g, int h) {
+    (void)qw;
+    return _mm256_dpbusd_avx_epi32(Q8_LD(g->corr + 8 * h), pw, Q8_LD(g->q + 32 * h));
+}
+
+/* the 4 rows' scales of block b, as floats */
+AVX2_TARGET static ALWAYS_INLINE __m128 q8_scales4(const uint8_t *const row[4], size_t off) {
+    return _mm_cvtph_ps(_mm_setr_epi16((short)rd16(row[0] + off), (short)rd16(row[1] + off),
+                                       (short)rd16(row[2] + off), (short)rd16(row[3] + off), 0, 0, 0, 0));
+}
+
+#define DEFINE_AVX2_Q8(V, TARGET)                                                              \
+    /* block b of 4 rows x 2 tokens -> the 8 dots' (d_w d_x) s, lane 4t + r */               \
+    TARGET static ALWAYS_INLINE __m256 q8_block_4x2_##V(const uint8_t *const row[4], int64_t b, \
+                                                       const q8_group *x0, const q8_group *x1) { \
+        const size_t off = (size_t)b * Q8_0_BLOCK_BYTES;                                      \
+        const int h = (int)(b & 1);                                                           \
+        const q8_group *g0 = x0 + b / 2, *g1 = x1 + b / 2;                                    \
+        __m256i v[8];                                                                         \
+        UNROLL for (int r = 0; r < 4; r++) {                                                  \
+            const uint8_t *qw = row[r] + off + 2;                                             \
+            __m256i pw = q8_prep_##V(qw);                                                     \
+            v[r] = q8_lanes_##V(pw, qw, g0, h);                                               \
+            v[4 + r] = q8_lanes_##V(pw, qw, g1, h);                                           \
+        }                                                                                     \
+        /* hadd adds neighbouring lanes within each 128-bit half: after two rounds, half k  \
+           of a0123 holds v0..v3's sums over their half k; the permutes line the halves up */ \
+        __m256i a0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3])); \
+        __m256i a4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7])); \
+        __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(a0123, a4567, 0x20),           \
+                                     _mm256_permute2x128_si256(a0123, a4567, 0x31));          \
+        __m128 dw = q8_scales4(row, off);                                                     \
+        __m256 dx = _mm256_set_m128(_mm_loadu_ps(g1->d + 8 * h), _mm_loadu_ps(g0->d + 8 * h)); \
+        /* exact: |s| <= 32 * 128 * 127 < 2^24 */                                             \
+        return _mm256_mul_ps(_mm256_mul_ps(_mm256_set_m128(dw, dw), dx), _mm256_cvtepi32_ps(s)); \
+    }                                                                                         \
+    /* block b of 4 rows x 1 token -> the 4 dots' (d_w d_x) s */                              \
+    TARGET static ALWAYS_INLINE __m128 q8_block_4x1_##V(const uint8_t *const row[4], int64_t b, \
+                                                       const q8_group *x0) {                 \
+        const size_t off = (size_t)b * Q8_0_BLOCK_BYTES;                                      \
+        const int h = (int)(b & 1);                                                           \
+        const q8_group *g0 = x0 + b / 2;                                                      \
+        __m256i v[4];                                                                         \
+        UNROLL for (int r = 0; r < 4; r++) {                                                  \
+            const uint8_t *qw = row[r] + off + 2;                                             \
+            if (h == 0) _mm_prefetch((const char *)qw + Q8_PREFETCH, _MM_HINT_T0); /* decode streams rows */ \
+            v[r] = q8_lanes_##V(q8_prep_##V(qw), qw, g0, h);                                  \
+        }                                                                                     \
+        __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3])); \
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)); \
+        return _mm_mul_ps(_mm_mul_ps(q8_scales4(row, off), _mm_loadu_ps(g0->d + 8 * h)), _mm_cvtepi32_ps(s)); \
+    }                                                                                         \
+    /* Rows past nr repeat row nr - 1 and a missing second token repeats the first: their   \
+       lanes are computed and dropped, so every tile runs the same code. Even and odd blocks \
+       have sums of their own, added at the end, as in the scalar reference. */              \
+    TARGET static void dot_q8_0_##V(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
+                                    size_t ldx, int nt, int64_t n, float *out, size_t ldo) {  \
+        const int64_t nb = n / QK8_0;                                                         \
+        const uint8_t *row[4];                                                                \
+        for (int r = 0; r < 4; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes;  \
+        for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {                    \
+            float sums[8];                                                                    \
+            int64_t b = 0;                                                                    \
+            if (nt - t0 >= 2) {                                                               \
+                __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();                 \
+                for (; b + 2 <= nb; b += 2) {                                                 \
+                    even = _mm256_add_ps(even, q8_block_4x2_##V(row, b, x, x + ldx));         \
+                    odd = _mm256_add_ps(odd, q8_block_4x2_##V(row, b + 1, x, x + ldx));       \
+                }                                                                             \
+                if (b < nb) even = _mm256_add_ps(even, q8_block_4x2_##V(row, b, x, x + ldx)); \
+                _mm256_storeu_ps(sums, _mm256_add_ps(even, odd));                             \
+                for (int r = 0; r < nr; r++) out[ldo + r] = sums[4 + r];                      \
+            } else {                                                                          \
+                __m128 even = _mm_setzero_ps(), odd = _mm_setzero_ps();                       \
+                for (; b + 2 <= nb; b += 2) {                                                 \
+                    even = _mm_add_ps(even, q8_block_4x1_##V(row, b, x));                     \
+                    odd = _mm_add_ps(odd, q8_block_4x1_##V(row, b + 1, x));                   \
+                }                                                                             \
+                if (b < nb) even = _mm_add_ps(even, q8_block_4x1_##V(row, b, x));             \
+                _mm_storeu_ps(sums, _mm_add_ps(even, odd));                                   \
+            }                                                                                 \
+            for (int r = 0; r < nr; r++) out[r] = sums[r];                                    \
+        }                                                                                     \
+    }
+
+DEFINE_AVX2_Q8(avx2, AVX2_TARGET)
+DEFINE_AVX2_Q8(avxvnni, AVXVNNI_TARGET)
 
 /* activations -> q8_0, as quantize_q8_scalar, 8 lanes at a time: the same bytes (min and max
    take their second operand when the first is NaN, which is how the scalar code clamps) */

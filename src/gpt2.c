@@ -3673,16 +3673,72 @@ AVXVNNI_TARGET static ALWAYS_INLINE __m256i q8_lanes_avxvnni(__m256i pw, const u
     return _mm256_dpbusd_avx_epi32(Q8_LD(g->corr + 8 * h), pw, Q8_LD(g->q + 32 * h));
 }
 
-/* the 4 rows' scales of block b, as floats */
+/* the 4 rows' scales of a block (the f16 at off), as floats */
 AVX2_TARGET static ALWAYS_INLINE __m128 q8_scales4(const uint8_t *const row[4], size_t off) {
     return _mm_cvtph_ps(_mm_setr_epi16((short)rd16(row[0] + off), (short)rd16(row[1] + off),
                                        (short)rd16(row[2] + off), (short)rd16(row[3] + off), 0, 0, 0, 0));
 }
 
+/* A block's 8 lane vectors v (lane sums of dot 4t + r) -> the 8 dots' (d_w d_x) s, lane 4t + r.
+   hadd adds neighbouring lanes within each 128-bit half: after two rounds, half k of a0123
+   holds v0..v3's sums over their half k; the permutes line the halves up. */
+AVX2_TARGET static ALWAYS_INLINE __m256 avx2_block_products_4x2(const __m256i v[8], __m128 dw, const q8_group *g0,
+                                                                const q8_group *g1, int h) {
+    __m256i a0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i a4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(a0123, a4567, 0x20),
+                                 _mm256_permute2x128_si256(a0123, a4567, 0x31));
+    __m256 dx = _mm256_set_m128(_mm_loadu_ps(g1->d + 8 * h), _mm_loadu_ps(g0->d + 8 * h));
+    /* exact: |s| <= 32 * 255 * 127 < 2^24 */
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set_m128(dw, dw), dx), _mm256_cvtepi32_ps(s));
+}
+/* the same for 4 rows x 1 token: lane r */
+AVX2_TARGET static ALWAYS_INLINE __m128 avx2_block_products_4x1(const __m256i v[4], __m128 dw, const q8_group *g0, int h) {
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    return _mm_mul_ps(_mm_mul_ps(dw, _mm_loadu_ps(g0->d + 8 * h)), _mm_cvtepi32_ps(s));
+}
+
+/* The driver of the whole-block tiles: BLOCK##_4x2 / _4x1 (TYPE, row, b, x0[, x1]) give block
+   b's products. Rows past nr repeat row nr - 1 and a missing second token repeats the first:
+   their lanes are computed and dropped, so every tile runs the same code. Even and odd blocks
+   have sums of their own, added at the end, as in the scalar reference. x is ldx groups a
+   token. */
+#define AVX2_DOT_BY_BLOCKS(BLOCK, TYPE)                                                        \
+    do {                                                                                      \
+        const int64_t nb = n / 32;                                                            \
+        const uint8_t *row[4];                                                                \
+        for (int r = 0; r < 4; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes;  \
+        for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {                    \
+            float sums[8];                                                                    \
+            int64_t b = 0;                                                                    \
+            if (nt - t0 >= 2) {                                                               \
+                __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();                 \
+                for (; b + 2 <= nb; b += 2) {                                                 \
+                    even = _mm256_add_ps(even, BLOCK##_4x2(TYPE, row, b, x, x + ldx));        \
+                    odd = _mm256_add_ps(odd, BLOCK##_4x2(TYPE, row, b + 1, x, x + ldx));      \
+                }                                                                             \
+                if (b < nb) even = _mm256_add_ps(even, BLOCK##_4x2(TYPE, row, b, x, x + ldx)); \
+                _mm256_storeu_ps(sums, _mm256_add_ps(even, odd));                             \
+                for (int r = 0; r < nr; r++) out[ldo + r] = sums[4 + r];                      \
+            } else {                                                                          \
+                __m128 even = _mm_setzero_ps(), odd = _mm_setzero_ps();                       \
+                for (; b + 2 <= nb; b += 2) {                                                 \
+                    even = _mm_add_ps(even, BLOCK##_4x1(TYPE, row, b, x));                    \
+                    odd = _mm_add_ps(odd, BLOCK##_4x1(TYPE, row, b + 1, x));                  \
+                }                                                                             \
+                if (b < nb) even = _mm_add_ps(even, BLOCK##_4x1(TYPE, row, b, x));            \
+                _mm_storeu_ps(sums, _mm_add_ps(even, odd));                                   \
+            }                                                                                 \
+            for (int r = 0; r < nr; r++) out[r] = sums[r];                                    \
+        }                                                                                     \
+    } while (0)
+
 #define DEFINE_AVX2_Q8(V, TARGET)                                                              \
     /* block b of 4 rows x 2 tokens -> the 8 dots' (d_w d_x) s, lane 4t + r */               \
-    TARGET static ALWAYS_INLINE __m256 q8_block_4x2_##V(const uint8_t *const row[4], int64_t b, \
-                                                       const q8_group *x0, const q8_group *x1) { \
+    TARGET static ALWAYS_INLINE __m256 q8_block_##V##_4x2(int type, const uint8_t *const row[4], int64_t b, \
+                                                         const q8_group *x0, const q8_group *x1) { \
+        (void)type;                                                                           \
         const size_t off = (size_t)b * Q8_0_BLOCK_BYTES;                                      \
         const int h = (int)(b & 1);                                                           \
         const q8_group *g0 = x0 + b / 2, *g1 = x1 + b / 2;                                    \
@@ -3693,20 +3749,12 @@ AVX2_TARGET static ALWAYS_INLINE __m128 q8_scales4(const uint8_t *const row[4], 
             v[r] = q8_lanes_##V(pw, qw, g0, h);                                               \
             v[4 + r] = q8_lanes_##V(pw, qw, g1, h);                                           \
         }                                                                                     \
-        /* hadd adds neighbouring lanes within each 128-bit half: after two rounds, half k  \
-           of a0123 holds v0..v3's sums over their half k; the permutes line the halves up */ \
-        __m256i a0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3])); \
-        __m256i a4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7])); \
-        __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(a0123, a4567, 0x20),           \
-                                     _mm256_permute2x128_si256(a0123, a4567, 0x31));          \
-        __m128 dw = q8_scales4(row, off);                                                     \
-        __m256 dx = _mm256_set_m128(_mm_loadu_ps(g1->d + 8 * h), _mm_loadu_ps(g0->d + 8 * h)); \
-        /* exact: |s| <= 32 * 128 * 127 < 2^24 */                                             \
-        return _mm256_mul_ps(_mm256_mul_ps(_mm256_set_m128(dw, dw), dx), _mm256_cvtepi32_ps(s)); \
+        return avx2_block_products_4x2(v, q8_scales4(row, off), g0, g1, h);                  \
     }                                                                                         \
     /* block b of 4 rows x 1 token -> the 4 dots' (d_w d_x) s */                              \
-    TARGET static ALWAYS_INLINE __m128 q8_block_4x1_##V(const uint8_t *const row[4], int64_t b, \
-                                                       const q8_group *x0) {                 \
+    TARGET static ALWAYS_INLINE __m128 q8_block_##V##_4x1(int type, const uint8_t *const row[4], int64_t b, \
+                                                         const q8_group *x0) {               \
+        (void)type;                                                                           \
         const size_t off = (size_t)b * Q8_0_BLOCK_BYTES;                                      \
         const int h = (int)(b & 1);                                                           \
         const q8_group *g0 = x0 + b / 2;                                                      \
@@ -3716,41 +3764,11 @@ AVX2_TARGET static ALWAYS_INLINE __m128 q8_scales4(const uint8_t *const row[4], 
             if (h == 0) _mm_prefetch((const char *)qw + Q8_PREFETCH, _MM_HINT_T0); /* decode streams rows */ \
             v[r] = q8_lanes_##V(q8_prep_##V(qw), qw, g0, h);                                  \
         }                                                                                     \
-        __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3])); \
-        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)); \
-        return _mm_mul_ps(_mm_mul_ps(q8_scales4(row, off), _mm_loadu_ps(g0->d + 8 * h)), _mm_cvtepi32_ps(s)); \
+        return avx2_block_products_4x1(v, q8_scales4(row, off), g0, h);                      \
     }                                                                                         \
-    /* Rows past nr repeat row nr - 1 and a missing second token repeats the first: their   \
-       lanes are computed and dropped, so every tile runs the same code. Even and odd blocks \
-       have sums of their own, added at the end, as in the scalar reference. */              \
     TARGET static void dot_q8_0_##V(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
                                     size_t ldx, int nt, int64_t n, float *out, size_t ldo) {  \
-        const int64_t nb = n / QK8_0;                                                         \
-        const uint8_t *row[4];                                                                \
-        for (int r = 0; r < 4; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes;  \
-        for (int t0 = 0; t0 < nt; t0 += 2, x += 2 * ldx, out += 2 * ldo) {                    \
-            float sums[8];                                                                    \
-            int64_t b = 0;                                                                    \
-            if (nt - t0 >= 2) {                                                               \
-                __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();                 \
-                for (; b + 2 <= nb; b += 2) {                                                 \
-                    even = _mm256_add_ps(even, q8_block_4x2_##V(row, b, x, x + ldx));         \
-                    odd = _mm256_add_ps(odd, q8_block_4x2_##V(row, b + 1, x, x + ldx));       \
-                }                                                                             \
-                if (b < nb) even = _mm256_add_ps(even, q8_block_4x2_##V(row, b, x, x + ldx)); \
-                _mm256_storeu_ps(sums, _mm256_add_ps(even, odd));                             \
-                for (int r = 0; r < nr; r++) out[ldo + r] = sums[4 + r];                      \
-            } else {                                                                          \
-                __m128 even = _mm_setzero_ps(), odd = _mm_setzero_ps();                       \
-                for (; b + 2 <= nb; b += 2) {                                                 \
-                    even = _mm_add_ps(even, q8_block_4x1_##V(row, b, x));                     \
-                    odd = _mm_add_ps(odd, q8_block_4x1_##V(row, b + 1, x));                   \
-                }                                                                             \
-                if (b < nb) even = _mm_add_ps(even, q8_block_4x1_##V(row, b, x));             \
-                _mm_storeu_ps(sums, _mm_add_ps(even, odd));                                   \
-            }                                                                                 \
-            for (int r = 0; r < nr; r++) out[r] = sums[r];                                    \
-        }                                                                                     \
+        AVX2_DOT_BY_BLOCKS(q8_block_##V, GPT2_TYPE_Q8_0);                                     \
     }
 
 DEFINE_AVX2_Q8(avx2, AVX2_TARGET)
@@ -6370,7 +6388,9 @@ static kq_dot_fn kq_dot_for(int type, int isa) {
  *             as int16 words: vpdpwssd, or vpmaddwd + vpaddd without VNNI
  * so every integer sum is exact and the same on every path. Floats, per output:
  *   B8:  acc (lanes) = fma(float(lane sum), d_w * d_x, acc) per block [q4_1/q5_1: then
- *        acc = fma(float(corr), (m_w * -1/128) * d_x, acc)]; the lanes reduced at the end
+ *        acc = fma(float(corr), (m_w * -1/128) * d_x, acc)]; the lanes reduced at the end.
+ *        ymm q4_0 / q5_0 / q8_0 instead add each block's lanes up first (exact), then
+ *        acc_even|odd += (d_w * d_x) * float(sum), as q8_0's AVX2 tile (§B)
  *   K8:  per super-block, the lanes' int32 sums S (and M for the mins): acc = fma(float(S),
  *        d_x * d, acc) [acc = fnma(float(M), d_x * dmin, acc)]; reduced at the end
  * The same steps in the same order for every (row, token) whatever the tile shape.
@@ -6667,6 +6687,49 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
         }                                                                                     \
     }
 
+/* q4_0, q5_0 and q8_0 take q8_0's whole-block tiles (§B, "AVX2"), their driver and their
+   reduction: each lane sum starts at the activations' correction times the type's offset,
+   so a block's 8 lanes add up to the exact dot of its integers, and the 8 dots of a 4 x 2
+   tile take their scales with one multiply per block */
+#define KQ_DEFINE_YMM_B8R(V, TARGET)                                                              \
+    TARGET static KQ_INLINE __m256i kq_##V##_b8_lanes(int type, __m256i wq, const q8_group *g, int h) { \
+        const __m256i xv = kq_ld256(g->q + 32 * h), cr = kq_ld256(g->corr + 8 * h);              \
+        if (type == GPT2_TYPE_Q8_0) return kq_##V##_q8(cr, wq, xv);                             \
+        return kq_##V##_dpbusd(_mm256_srai_epi32(cr, kq_b8_shift(type)), wq, xv);               \
+    }                                                                                         \
+    TARGET static KQ_INLINE __m256 kq_##V##_b8_4x2(int type, const uint8_t *const row[4], int64_t b, \
+                                                  const q8_group *x0, const q8_group *x1) {   \
+        const size_t off = (size_t)b * (size_t)kq_block_bytes(type);                          \
+        const int h = (int)(b & 1);                                                           \
+        const q8_group *g0 = x0 + b / 2, *g1 = x1 + b / 2;                                    \
+        __m256i v[8];                                                                         \
+        KQ_UNROLL for (int r = 0; r < 4; r++) {                                               \
+            const __m256i wq = kq_b8_weights(type, row[r] + off);                             \
+            v[r] = kq_##V##_b8_lanes(type, wq, g0, h);                                        \
+            v[4 + r] = kq_##V##_b8_lanes(type, wq, g1, h);                                    \
+        }                                                                                     \
+        return avx2_block_products_4x2(v, q8_scales4(row, off), g0, g1, h);                  \
+    }                                                                                         \
+    TARGET static KQ_INLINE __m128 kq_##V##_b8_4x1(int type, const uint8_t *const row[4], int64_t b, \
+                                                  const q8_group *x0) {                       \
+        const size_t off = (size_t)b * (size_t)kq_block_bytes(type);                          \
+        const int h = (int)(b & 1);                                                           \
+        const q8_group *g0 = x0 + b / 2;                                                      \
+        __m256i v[4];                                                                         \
+        KQ_UNROLL for (int r = 0; r < 4; r++) {                                               \
+            _mm_prefetch((const char *)row[r] + off + KQ_PREFETCH, _MM_HINT_T0);              \
+            v[r] = kq_##V##_b8_lanes(type, kq_b8_weights(type, row[r] + off), g0, h);         \
+        }                                                                                     \
+        return avx2_block_products_4x1(v, q8_scales4(row, off), g0, h);                      \
+    }
+#define KQ_DEFINE_YMM_BLOCKS(V, TARGET, NAME, TYPE)                                               \
+    TARGET static void kq_##V##_dot_##NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
+                                          size_t ldq, int nt, int64_t n, float *out, size_t ldo) { \
+        const q8_group *x = (const q8_group *)xq;                                             \
+        const size_t ldx = ldq / sizeof(q8_group);                                            \
+        AVX2_DOT_BY_BLOCKS(kq_##V##_b8, TYPE);                                                \
+    }
+
 #define KQ_DEFINE_YMM(V, TARGET, NAME, TILE, TYPE)                                                \
     TARGET static void kq_##V##_dot_##NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
                                       size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
@@ -6674,11 +6737,12 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
     }
 
 #define KQ_DEFINE_YMM_ALL(V, TARGET)                                                              \
-    KQ_DEFINE_YMM(V, TARGET, q4_0, KQ_YMM_B8_TILE, GPT2_TYPE_Q4_0)                                          \
+    KQ_DEFINE_YMM_B8R(V, TARGET)                                                              \
+    KQ_DEFINE_YMM_BLOCKS(V, TARGET, q4_0, GPT2_TYPE_Q4_0)                                     \
     KQ_DEFINE_YMM(V, TARGET, q4_1, KQ_YMM_B8_TILE, GPT2_TYPE_Q4_1)                                          \
-    KQ_DEFINE_YMM(V, TARGET, q5_0, KQ_YMM_B8_TILE, GPT2_TYPE_Q5_0)                                          \
+    KQ_DEFINE_YMM_BLOCKS(V, TARGET, q5_0, GPT2_TYPE_Q5_0)                                     \
     KQ_DEFINE_YMM(V, TARGET, q5_1, KQ_YMM_B8_TILE, GPT2_TYPE_Q5_1)                                          \
-    KQ_DEFINE_YMM(V, TARGET, q8_0, KQ_YMM_B8_TILE, GPT2_TYPE_Q8_0)                                          \
+    KQ_DEFINE_YMM_BLOCKS(V, TARGET, q8_0, GPT2_TYPE_Q8_0)                                     \
     KQ_DEFINE_YMM(V, TARGET, q2_k, KQ_YMM_K_TILE, GPT2_TYPE_Q2_K)                                           \
     KQ_DEFINE_YMM(V, TARGET, q3_k, KQ_YMM_K_TILE, GPT2_TYPE_Q3_K)                                           \
     KQ_DEFINE_YMM(V, TARGET, q4_k, KQ_YMM_K_TILE, GPT2_TYPE_Q4_K)                                           \

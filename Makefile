@@ -149,8 +149,10 @@ build/asan/libgpt2.a: build/asan/gpt2.o
 	rm -f $@
 	ar rcs $@ $^
 
+# the sanitized suites write their own files into build/asan/scratch/ (SCRATCH, tests/common.h):
+# they run beside the plain ones, which write into build/tests/
 build/asan/%: tests/%.c tests/common.h tests/gguf_builder.h $(wildcard tests/data/*.inc) build/asan/libgpt2.a | build/.dirs
-	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) -Wno-unused-function $< build/asan/libgpt2.a -lcmocka $(LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) -Wno-unused-function -DSCRATCH='"build/asan/scratch/"' $< build/asan/libgpt2.a -lcmocka $(LDLIBS) -o $@
 
 build/asan/gpt2: src/main.c src/explain.c build/asan/libgpt2.a | build/.dirs
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) $(WARN) $^ $(LDLIBS) -o $@
@@ -197,7 +199,7 @@ ASAN_LOGS := $(patsubst %,build/asan/log/%.log,$(ASAN_LONG) $(filter-out $(ASAN_
 
 # one sanitized suite, its output and then "exit status: N" into build/asan/log/PROGRAM.SUITE.log
 build/asan/log/%.log: FORCE
-	@mkdir -p build/asan/log
+	@mkdir -p build/asan/log build/asan/scratch
 	@s=$*; $(suite_cmd); \
 	  { $(ASAN_ENV) build/asan/$$prog $$arg; echo "exit status: $$?"; } >$@ 2>&1
 

@@ -17,6 +17,12 @@
 #include "gpt2.h"
 
 /* Built by the Makefile before the tests run (scripts/convert.py on tests/data/model). */
+/* Where a suite writes files of its own. make test runs the plain and the sanitized suites
+   side by side, so each build has its own directory: one must never truncate a file the
+   other has mapped, nor remove one it is about to read. */
+#ifndef SCRATCH
+#define SCRATCH "build/tests/"
+#endif
 #define FIXTURE_GGUF "build/fixtures/tiny.gguf"          /* from model.safetensors, f32 */
 #define FIXTURE_GGUF_PT "build/fixtures/tiny-pt.gguf"    /* from pytorch_model.bin, f32 */
 #define FIXTURE_GGUF_F16 "build/fixtures/tiny-f16.gguf"  /* converter --type f16 */

@@ -37,14 +37,14 @@ static int run(const char *fmt, ...) {
        send stdout there (a device whose writes fail) instead of capturing it */
     const char *full = strstr(args, ">/dev/full");
     if (full) args[full - args] = '\0';
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>build/tests/cli.err%s", bin, args,
-             full ? "/dev/full" : "build/tests/cli.out", strchr(args, '<') ? "" : " </dev/null");
-    if (full) remove("build/tests/cli.out");
+    snprintf(cmd, sizeof cmd, "%s %s >%s 2>" SCRATCH "cli.err%s", bin, args,
+             full ? "/dev/full" : SCRATCH "cli.out", strchr(args, '<') ? "" : " </dev/null");
+    if (full) remove(SCRATCH "cli.out");
     int st = system(cmd);
     free(out_text);
     free(err_text);
-    out_text = full ? strdup("") : read_all("build/tests/cli.out", NULL);
-    err_text = read_all("build/tests/cli.err", NULL);
+    out_text = full ? strdup("") : read_all(SCRATCH "cli.out", NULL);
+    err_text = read_all(SCRATCH "cli.err", NULL);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
@@ -67,10 +67,10 @@ static void test_tokenize_detokenize(void **state) {
     assert_string_equal(out_text, "15496 995\n");
     assert_int_equal(run("detokenize " M " 15496 995"), 0);
     assert_string_equal(out_text, "Hello world");
-    assert_int_equal(system("printf 'Hello world' > build/tests/cli.in"), 0);
-    assert_int_equal(run("tokenize " M " -f build/tests/cli.in"), 0);
+    assert_int_equal(system("printf 'Hello world' > " SCRATCH "cli.in"), 0);
+    assert_int_equal(run("tokenize " M " -f " SCRATCH "cli.in"), 0);
     assert_string_equal(out_text, "15496 995\n");
-    assert_int_equal(run("tokenize " M " < build/tests/cli.in"), 0);
+    assert_int_equal(run("tokenize " M " < " SCRATCH "cli.in"), 0);
     assert_string_equal(out_text, "15496 995\n");
     assert_int_equal(run("tokenize " M " --special '<|endoftext|>'"), 0);
     assert_string_equal(out_text, "50256\n");
@@ -189,18 +189,18 @@ static void test_errors_are_one_line(void **state) {
     expect_error(run("\"$(printf 'frob\\nnicate')\""), 2, "frob?nicate");
     expect_error(run("-m \"$(printf 'no/such\\nmodel.gguf')\" -p hi"), 1, "no/such?model.gguf");
     expect_error(run(M " tokenize hello"), 2, "the command comes first: gpt2 tokenize");
-    assert_int_equal(system("printf 'abc\\377def' > build/tests/cli.bad"), 0);
-    expect_error(run(M " -f build/tests/cli.bad"), 1, "UTF-8");
+    assert_int_equal(system("printf 'abc\\377def' > " SCRATCH "cli.bad"), 0);
+    expect_error(run(M " -f " SCRATCH "cli.bad"), 1, "UTF-8");
     expect_error(run(M " -f no/such/prompt.txt"), 1, "no/such/prompt.txt");
     /* a truncated model file */
-    assert_int_equal(system("head -c 5000 " FIXTURE_GGUF " > build/tests/cli.gguf"), 0);
-    expect_error(run("-m build/tests/cli.gguf -p hi"), 1, "build/tests/cli.gguf");
+    assert_int_equal(system("head -c 5000 " FIXTURE_GGUF " > " SCRATCH "cli.gguf"), 0);
+    expect_error(run("-m " SCRATCH "cli.gguf -p hi"), 1, SCRATCH "cli.gguf");
     /* a prompt longer than the context (128) */
-    assert_int_equal(system("for i in $(seq 200); do printf 'word '; done > build/tests/cli.long"), 0);
-    expect_error(run(M " -f build/tests/cli.long"), 1, "context");
+    assert_int_equal(system("for i in $(seq 200); do printf 'word '; done > " SCRATCH "cli.long"), 0);
+    expect_error(run(M " -f " SCRATCH "cli.long"), 1, "context");
     /* a smaller context asked for: the same check */
     expect_error(run(M " -p 'one two three four five' -c 3"), 1, "context holds 3");
-    expect_error(run("quantize " FIXTURE_GGUF " build/tests/x.gguf q4_k"), 2, "q4_k");
+    expect_error(run("quantize " FIXTURE_GGUF " " SCRATCH "x.gguf q4_k"), 2, "q4_k");
     expect_error(run("perplexity " M), 2, "-f");
     /* a kernel path that does not exist, or that this CPU cannot run */
     setenv("GPT2_KERNELS", "avx3", 1);
@@ -221,51 +221,51 @@ static void test_errors_are_one_line(void **state) {
     expect_error(run(M " -p hi -n 3 --greedy >/dev/full"), 1, "writing the output failed");
     expect_error(run("--help >/dev/full"), 1, "writing the output failed");
     /* a FIFO as the model is refused at once, not waited on */
-    unlink("build/tests/cli.fifo");
-    assert_int_equal(mkfifo("build/tests/cli.fifo", 0600), 0);
-    expect_error(run("-m build/tests/cli.fifo -p hi"), 1, "not a regular file");
-    unlink("build/tests/cli.fifo");
+    unlink(SCRATCH "cli.fifo");
+    assert_int_equal(mkfifo(SCRATCH "cli.fifo", 0600), 0);
+    expect_error(run("-m " SCRATCH "cli.fifo -p hi"), 1, "not a regular file");
+    unlink(SCRATCH "cli.fifo");
 }
 
 /* generation that reaches the end of the context stops and says so */
 static void test_context_end(void **state) {
     (void)state;
-    assert_int_equal(system("for i in $(seq 120); do printf ' a'; done > build/tests/cli.ctx"), 0);
-    assert_int_equal(run(M " -f build/tests/cli.ctx -n 50 --greedy --ignore-eos --no-prompt"), 0);
+    assert_int_equal(system("for i in $(seq 120); do printf ' a'; done > " SCRATCH "cli.ctx"), 0);
+    assert_int_equal(run(M " -f " SCRATCH "cli.ctx -n 50 --greedy --ignore-eos --no-prompt"), 0);
     assert_non_null(strstr(err_text, "context"));
     assert_non_null(strstr(err_text, "full"));
 }
 
 static void test_perplexity_and_quantize(void **state) {
     (void)state;
-    assert_int_equal(system("printf 'The quick brown fox jumps over the lazy dog. ' > build/tests/cli.txt"), 0);
-    assert_int_equal(run("perplexity " M " -f build/tests/cli.txt"), 0);
+    assert_int_equal(system("printf 'The quick brown fox jumps over the lazy dog. ' > " SCRATCH "cli.txt"), 0);
+    assert_int_equal(run("perplexity " M " -f " SCRATCH "cli.txt"), 0);
     double ppl = atof(out_text);
     assert_true(ppl > 1 && ppl < 1e7);
-    assert_int_equal(run("quantize " FIXTURE_GGUF " build/tests/cli-q8.gguf q8_0"), 0);
-    assert_int_equal(run("-m build/tests/cli-q8.gguf -p 'Hello' -n 4 --greedy"), 0);
+    assert_int_equal(run("quantize " FIXTURE_GGUF " " SCRATCH "cli-q8.gguf q8_0"), 0);
+    assert_int_equal(run("-m " SCRATCH "cli-q8.gguf -p 'Hello' -n 4 --greedy"), 0);
     assert_int_equal(run("bench " M " -p 8 -n 4 -r 1"), 0);
     assert_non_null(strstr(out_text, "tokens/s"));
     assert_null(strstr(out_text, "range")); /* one run: no range */
-    assert_int_equal(run("bench -m build/tests/cli-q8.gguf -p 8 -n 4 -r 3 -t 2"), 0);
+    assert_int_equal(run("bench -m " SCRATCH "cli-q8.gguf -p 8 -n 4 -r 3 -t 2"), 0);
     assert_non_null(strstr(out_text, "(median of 3, range "));
     assert_non_null(strstr(out_text, " kernels)"));
-    remove("build/tests/cli-q8.gguf");
+    remove(SCRATCH "cli-q8.gguf");
     /* llama.cpp's recipes, and info listing what each tensor got */
-    assert_int_equal(run("quantize " DATA "quant/public-mix.gguf build/tests/cli-f32.gguf f32"), 0);
-    assert_int_equal(run("quantize build/tests/cli-f32.gguf build/tests/cli-q4km.gguf q4_k_m"), 0);
-    assert_int_equal(run("info build/tests/cli-q4km.gguf"), 0);
+    assert_int_equal(run("quantize " DATA "quant/public-mix.gguf " SCRATCH "cli-f32.gguf f32"), 0);
+    assert_int_equal(run("quantize " SCRATCH "cli-f32.gguf " SCRATCH "cli-q4km.gguf q4_k_m"), 0);
+    assert_int_equal(run("info " SCRATCH "cli-q4km.gguf"), 0);
     assert_non_null(strstr(out_text, "token_embd.weight                50257 x 256    q6_K"));
     assert_non_null(strstr(out_text, "blk.1.attn_qkv.weight            768 x 256      q4_K"));
     assert_non_null(strstr(out_text, "position_embd.weight             128 x 256      q8_0")); /* kept */
     assert_non_null(strstr(out_text, "general.file_type                        15"));
     assert_non_null(strstr(out_text, "totals per type"));
     assert_non_null(strstr(out_text, "  q6_K "));
-    assert_int_equal(run("-m build/tests/cli-q4km.gguf -p 'Hello' -n 4 --greedy"), 0);
+    assert_int_equal(run("-m " SCRATCH "cli-q4km.gguf -p 'Hello' -n 4 --greedy"), 0);
     expect_error(run("info no/such.gguf"), 1, "no/such.gguf");
     expect_error(run("info"), 1, ""); /* no model: the default path, which is missing here */
-    remove("build/tests/cli-f32.gguf");
-    remove("build/tests/cli-q4km.gguf");
+    remove(SCRATCH "cli-f32.gguf");
+    remove(SCRATCH "cli-q4km.gguf");
 }
 
 /* the widest line of a text, in terminal columns (Hangul counts 2) */
@@ -323,12 +323,12 @@ static void test_explain(void **state) {
     assert_int_equal(run("tokenize " M " %s", text), 0);
     char *ids = strdup(out_text);
     assert_int_equal(run("explain " M " -p %s --json --beams 2 -n 2", text), 0);
-    assert_int_equal(system("python3 -c 'import json,sys; d=json.load(open(\"build/tests/cli.out\")); "
+    assert_int_equal(system("python3 -c 'import json,sys; d=json.load(open(\"" SCRATCH "cli.out\")); "
                             "print(\" \".join(str(t[\"id\"]) for t in d[\"tokenization\"][\"tokens\"])); "
                             "assert d[\"decoding\"][\"beam_search\"][\"winner\"][\"tokens\"]; "
                             "assert len(d[\"blocks\"][\"layers\"]) == 2 and d[\"next_token\"][\"top\"]' "
-                            "> build/tests/explain.ids"), 0);
-    char *got = read_all("build/tests/explain.ids", NULL);
+                            "> " SCRATCH "explain.ids"), 0);
+    char *got = read_all(SCRATCH "explain.ids", NULL);
     assert_string_equal(got, ids);
     free(got);
     free(ids);
@@ -364,18 +364,18 @@ static void test_explain(void **state) {
     expect_error(run("explain " M " -p hi --html build/tests"), 1, "not a regular file");
     expect_error(run("explain " M " -p hi --html no/such/dir/page.html"), 1, "no/such/dir/page.html");
     expect_error(run("explain -m no/such/model.gguf -p hi"), 1, "no/such/model.gguf");
-    expect_error(run("explain " M " -f build/tests/cli.long"), 1, "tokens");
+    expect_error(run("explain " M " -f " SCRATCH "cli.long"), 1, "tokens");
     expect_error(run("explain " M " -p hi >/dev/full"), 1, "writing the output failed");
     expect_error(run("explain " M " -p hi --json >/dev/full"), 1, "writing the output failed");
     /* --html alone writes the page and nothing on stdout */
-    remove("build/tests/explain.html");
-    assert_int_equal(run("explain " M " -p hi --html build/tests/explain.html"), 0);
+    remove(SCRATCH "explain.html");
+    assert_int_equal(run("explain " M " -p hi --html " SCRATCH "explain.html"), 0);
     assert_string_equal(out_text, "");
-    char *page = read_all("build/tests/explain.html", NULL);
+    char *page = read_all(SCRATCH "explain.html", NULL);
     assert_non_null(strstr(page, "<!DOCTYPE html>"));
     assert_non_null(strstr(page, "</html>"));
     free(page);
-    remove("build/tests/explain.html");
+    remove(SCRATCH "explain.html");
 }
 
 int main(void) {

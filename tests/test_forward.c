@@ -142,11 +142,11 @@ static void test_golden_logits_every_path(void **state) {
        a few such moves; test_kernels_against_scalar holds the q8_0 tiles to the scalar ones
        exactly, on the same quantized input. */
     char err[256];
-    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/paths-q8_0.gguf", GPT2_TYPE_Q8_0,
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, SCRATCH "paths-q8_0.gguf", GPT2_TYPE_Q8_0,
                                    err, sizeof err), GPT2_OK);
     float *ref = NULL;
     FOR_EACH_KERNEL_PATH("golden logits q8_0", path, {
-        gpt2_model *m = load_on_path("build/fixtures/paths-q8_0.gguf", path);
+        gpt2_model *m = load_on_path(SCRATCH "paths-q8_0.gguf", path);
         assert_non_null(m);
         golden_report r = compare_golden(m);
         size_t n;
@@ -280,15 +280,15 @@ static void test_batching_and_threads_bit_identical(void **state) {
     };
     const split few[] = {{3, 1000}, {5, 7}, {8, 33}};
     const char *synth[] = {
-        synthetic_model(GPT2_TYPE_F32, "build/fixtures/bits-f32.gguf"),
-        synthetic_model(GPT2_TYPE_F16, "build/fixtures/bits-f16.gguf"),
-        synthetic_model(GPT2_TYPE_BF16, "build/fixtures/bits-bf16.gguf"),
-        synthetic_model(GPT2_TYPE_Q8_0, "build/fixtures/bits-q8_0.gguf"),
+        synthetic_model(GPT2_TYPE_F32, SCRATCH "bits-f32.gguf"),
+        synthetic_model(GPT2_TYPE_F16, SCRATCH "bits-f16.gguf"),
+        synthetic_model(GPT2_TYPE_BF16, SCRATCH "bits-bf16.gguf"),
+        synthetic_model(GPT2_TYPE_Q8_0, SCRATCH "bits-q8_0.gguf"),
     };
     int32_t ids[150];
     for (int i = 0; i < 150; i++) ids[i] = (i * 7919 + 13) % 301;
     char err[256];
-    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/bits-fixture-q8_0.gguf", GPT2_TYPE_Q8_0,
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, SCRATCH "bits-fixture-q8_0.gguf", GPT2_TYPE_Q8_0,
                                    err, sizeof err), GPT2_OK);
     const jv *p4 = &jreq(&golden, "prompts")->items[4]; /* 100 tokens of the real vocabulary */
     size_t n4;
@@ -301,7 +301,7 @@ static void test_batching_and_threads_bit_identical(void **state) {
         for (int i = 0; i < 4; i++) check_bit_identical(synth[i], path, ids, 150, picked, n_picked);
         /* and the fixture model, the real vocabulary's lm_head, with fewer splits */
         check_bit_identical(FIXTURE_GGUF, path, ids4, n4, few, 3);
-        check_bit_identical("build/fixtures/bits-fixture-q8_0.gguf", path, ids4, n4, few, 3);
+        check_bit_identical(SCRATCH "bits-fixture-q8_0.gguf", path, ids4, n4, few, 3);
     });
     free(ids4);
 }
@@ -352,9 +352,9 @@ static void test_context_full_and_bad_ids(void **state) {
 static void test_weight_types(void **state) {
     (void)state;
     const struct { gpt2_type t; const char *path; double bound; int min_top1; } types[] = {
-        {GPT2_TYPE_F16, "build/fixtures/q-f16.gguf", 1.2e-2, 150},   /* measured 4.1e-3, 153/153 */
-        {GPT2_TYPE_BF16, "build/fixtures/q-bf16.gguf", 7.5e-2, 140}, /* measured 2.4e-2, 150/153 */
-        {GPT2_TYPE_Q8_0, "build/fixtures/q-q8_0.gguf", 0.22, 120},   /* measured 0.10, 135/153 */
+        {GPT2_TYPE_F16, SCRATCH "q-f16.gguf", 1.2e-2, 150},   /* measured 4.1e-3, 153/153 */
+        {GPT2_TYPE_BF16, SCRATCH "q-bf16.gguf", 7.5e-2, 140}, /* measured 2.4e-2, 150/153 */
+        {GPT2_TYPE_Q8_0, SCRATCH "q-q8_0.gguf", 0.22, 120},   /* measured 0.10, 135/153 */
     };
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         char err[256];
@@ -370,7 +370,7 @@ static void test_weight_types(void **state) {
         gpt2_free(m);
     }
     /* gpt2 quantize f16 rounds exactly as the converter's --type f16 does */
-    gpt2_model *a = load("build/fixtures/q-f16.gguf"), *b = load(FIXTURE_GGUF_F16);
+    gpt2_model *a = load(SCRATCH "q-f16.gguf"), *b = load(FIXTURE_GGUF_F16);
     assert_int_equal(a->gguf.n_tensors, b->gguf.n_tensors);
     for (uint64_t i = 0; i < a->gguf.n_tensors; i++) {
         const gguf_tensor *ta = &a->gguf.tensors[i];
@@ -386,14 +386,14 @@ static void test_weight_types(void **state) {
     gpt2_free(b);
     /* f32 from f16 restores the f16 values exactly */
     char err[256];
-    assert_int_equal(gpt2_quantize(FIXTURE_GGUF_F16, "build/fixtures/q-f32.gguf", GPT2_TYPE_F32, err, sizeof err), GPT2_OK);
-    gpt2_model *m16 = load(FIXTURE_GGUF_F16), *m32 = load("build/fixtures/q-f32.gguf");
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF_F16, SCRATCH "q-f32.gguf", GPT2_TYPE_F32, err, sizeof err), GPT2_OK);
+    gpt2_model *m16 = load(FIXTURE_GGUF_F16), *m32 = load(SCRATCH "q-f32.gguf");
     golden_report r16 = compare_golden(m16), r32 = compare_golden(m32);
     assert_true(r16.max_diff == r32.max_diff);
     gpt2_free(m16);
     gpt2_free(m32);
-    assert_int_equal(gpt2_quantize("no/such.gguf", "build/fixtures/x.gguf", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
-    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/x.gguf", (gpt2_type)9, err, sizeof err), GPT2_E_ARG);
+    assert_int_equal(gpt2_quantize("no/such.gguf", SCRATCH "x.gguf", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, SCRATCH "x.gguf", (gpt2_type)9, err, sizeof err), GPT2_E_ARG);
     assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "no/such/dir/x.gguf", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
 }
 
@@ -403,37 +403,37 @@ static void test_weight_types(void **state) {
 static void test_quantize_output_safety(void **state) {
     (void)state;
     char err[256];
-    const char *dir = "build/fixtures/qsafe";
-    if (system("rm -rf build/fixtures/qsafe && mkdir -p build/fixtures/qsafe") != 0) fail();
-    FILE *v = fopen("build/fixtures/qsafe/victim", "w");
+    const char *dir = SCRATCH "qsafe";
+    if (system("rm -rf " SCRATCH "qsafe && mkdir -p " SCRATCH "qsafe") != 0) fail();
+    FILE *v = fopen(SCRATCH "qsafe/victim", "w");
     assert_non_null(v);
     fputs("precious", v);
     fclose(v);
-    assert_int_equal(symlink("victim", "build/fixtures/qsafe/out.gguf.tmp"), 0);
+    assert_int_equal(symlink("victim", SCRATCH "qsafe/out.gguf.tmp"), 0);
     mode_t old = umask(022);
-    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/qsafe/out.gguf", GPT2_TYPE_Q8_0, err, sizeof err), GPT2_OK);
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, SCRATCH "qsafe/out.gguf", GPT2_TYPE_Q8_0, err, sizeof err), GPT2_OK);
     umask(old);
     size_t n;
-    char *victim = read_all("build/fixtures/qsafe/victim", &n);
+    char *victim = read_all(SCRATCH "qsafe/victim", &n);
     assert_string_equal(victim, "precious");
     free(victim);
     struct stat st;
-    assert_int_equal(lstat("build/fixtures/qsafe/out.gguf", &st), 0);
+    assert_int_equal(lstat(SCRATCH "qsafe/out.gguf", &st), 0);
     assert_true(S_ISREG(st.st_mode));
     assert_int_equal(st.st_mode & 0777, 0644);
-    gpt2_model *m = load("build/fixtures/qsafe/out.gguf");
+    gpt2_model *m = load(SCRATCH "qsafe/out.gguf");
     assert_int_equal(gpt2_get_model_info(m).matrix_type, GPT2_TYPE_Q8_0);
     gpt2_free(m);
     /* an output that is a FIFO or a directory is refused and left alone */
-    assert_int_equal(mkfifo("build/fixtures/qsafe/fifo", 0600), 0);
-    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, "build/fixtures/qsafe/fifo", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
+    assert_int_equal(mkfifo(SCRATCH "qsafe/fifo", 0600), 0);
+    assert_int_equal(gpt2_quantize(FIXTURE_GGUF, SCRATCH "qsafe/fifo", GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
     assert_non_null(strstr(err, "not a regular file"));
-    assert_int_equal(lstat("build/fixtures/qsafe/fifo", &st), 0);
+    assert_int_equal(lstat(SCRATCH "qsafe/fifo", &st), 0);
     assert_true(S_ISFIFO(st.st_mode));
     assert_int_equal(gpt2_quantize(FIXTURE_GGUF, dir, GPT2_TYPE_F16, err, sizeof err), GPT2_E_IO);
     /* nothing left behind but what was there and the one output */
-    assert_int_equal(system("test $(ls -A build/fixtures/qsafe | wc -l) -eq 4"), 0);
-    if (system("rm -rf build/fixtures/qsafe") != 0) fail();
+    assert_int_equal(system("test $(ls -A " SCRATCH "qsafe | wc -l) -eq 4"), 0);
+    if (system("rm -rf " SCRATCH "qsafe") != 0) fail();
 }
 
 /* ---- kernels: each SIMD path against the scalar reference --------------------------------- */

@@ -226,7 +226,7 @@ static void test_truncated_files(void **state) {
     /* through real files too, so the mmap path sees them */
     size_t len;
     char *img = read_all(FIXTURE_GGUF, &len);
-    const char *path = "build/fixtures/truncated.gguf";
+    const char *path = SCRATCH "truncated.gguf";
     size_t cuts[] = {0, 3, 4, 8, 23, 24, 25, 100, 4096, 100000, 1000000, len / 2, len - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
         FILE *f = fopen(path, "wb");

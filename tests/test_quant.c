@@ -236,15 +236,15 @@ static void test_recipes(void **state) {
     gb_config cf = {256, 4, 2, 64, 1024, 45, GPT2_TYPE_F32, 5};
     gb_layout lay;
     wbuf w = gb_build(&cf, &lay);
-    FILE *fsrc = fopen("build/fixtures/rq-f32.gguf", "wb");
+    FILE *fsrc = fopen(SCRATCH "rq-f32.gguf", "wb");
     assert_non_null(fsrc);
     assert_int_equal(fwrite(w.buf, 1, w.len, fsrc), w.len);
     fclose(fsrc);
     free(w.buf);
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char out[128];
-        snprintf(out, sizeof out, "build/fixtures/rq-%s.gguf", names[i]);
-        assert_int_equal(gpt2_quantize_recipe("build/fixtures/rq-f32.gguf", out, names[i], err, sizeof err), GPT2_OK);
+        snprintf(out, sizeof out, SCRATCH "rq-%s.gguf", names[i]);
+        assert_int_equal(gpt2_quantize_recipe(SCRATCH "rq-f32.gguf", out, names[i], err, sizeof err), GPT2_OK);
         gpt2_model *m = load_on_path(out, NULL);
         assert_non_null(m);
         int kinds[32] = {0}, n_kinds = 0;
@@ -276,8 +276,8 @@ static void test_recipes(void **state) {
         gpt2_free(m);
         remove(out);
     }
-    remove("build/fixtures/rq-f32.gguf");
-    assert_int_equal(gpt2_quantize_recipe(FIXTURE_GGUF, "build/fixtures/x.gguf", "q4_k_s", err, sizeof err), GPT2_E_ARG);
+    remove(SCRATCH "rq-f32.gguf");
+    assert_int_equal(gpt2_quantize_recipe(FIXTURE_GGUF, SCRATCH "x.gguf", "q4_k_s", err, sizeof err), GPT2_E_ARG);
 }
 
 /* the fallback of the recipes, llama.cpp's rules for GPT-2's shapes */

@@ -202,6 +202,7 @@ typedef void (*task_fn)(void *arg, int ith, int nth);
 static pool *pool_new(int n);
 static void pool_free(pool *p);
 static void pool_run(pool *p, task_fn fn, void *arg);
+static int pool_threads(const pool *p);
 /* the share [*lo, *hi) of n items for thread ith of nth, in multiples of `grain` */
 static void split_range(int64_t n, int64_t grain, int ith, int nth, int64_t *lo, int64_t *hi);
 
@@ -2003,6 +2004,8 @@ typedef struct {
     float *out;
     int64_t ldo;
     epilogue e;
+    atomic_llong next;      /* the first row no thread has taken yet */
+    int64_t chunk;          /* rows a thread takes at a time */
 } matmul_task;
 
 /* The split of a matrix multiplication over threads, and the rule that keeps the results the
@@ -2013,11 +2016,19 @@ typedef struct {
    is one addition per element, and GELU is elementwise with the same vector code for every
    number, so ragged shares at the ends cannot change a bit (a scalar tail in the AVX2 GELU
    once did, with 3, 5, 6 and 7 threads). */
+/* Threads take chunks of rows as they come free, not a fixed share each: a thread the
+   machine holds back (a busy host core) then costs only its last chunk. Which thread
+   computes a row never changes the row's result. */
 static void matmul_worker(void *arg, int ith, int nth) {
     matmul_task *a = arg;
-    int64_t lo, hi;
-    split_range(a->w->rows, 4, ith, nth, &lo, &hi);
-    matmul_rows(a->kt, a->w, a->bias, a->x, a->xq, a->ldq, a->two_pass, a->T, a->out, a->ldo, lo, hi, a->e);
+    (void)ith;
+    (void)nth;
+    for (;;) {
+        int64_t lo = atomic_fetch_add(&a->next, a->chunk);
+        if (lo >= a->w->rows) return;
+        int64_t hi = a->w->rows - lo < a->chunk ? a->w->rows : lo + a->chunk;
+        matmul_rows(a->kt, a->w, a->bias, a->x, a->xq, a->ldq, a->two_pass, a->T, a->out, a->ldo, lo, hi, a->e);
+    }
 }
 
 /* Quantized weights meet activations quantized per block: q8_0 and the 32-number formats
@@ -2243,7 +2254,10 @@ int32_t gpt2_context_size(const gpt2_context *c) { return c ? c->n_ctx : 0; }
    two_pass, which only the K formats take: see forward()). */
 static void matmul_pass(gpt2_context *c, const matrix *w, const float *bias, const float *x, int T,
                         float *out, epilogue e, bool two_pass) {
-    matmul_task a = {c->m->kt, w, bias, x, NULL, 0, false, T, out, w->rows, e};
+    /* about 8 chunks per thread, whole tiles of 4 rows */
+    const int nth = pool_threads(c->pool);
+    int64_t chunk = nth == 1 ? w->rows : (w->rows / (8 * nth) + 3) / 4 * 4;
+    matmul_task a = {c->m->kt, w, bias, x, NULL, 0, false, T, out, w->rows, e, 0, chunk < 16 ? 16 : chunk};
     if (w->type != GPT2_TYPE_F32 && w->type != GPT2_TYPE_F16 && w->type != GPT2_TYPE_BF16) {
         size_t ldq = kq_is_k((int)w->type) ? (size_t)(w->cols / 256) * sizeof(q8k_record)
                                             : (size_t)q8_groups(w->cols) * sizeof(q8_group);
@@ -4889,6 +4903,8 @@ static void pool_run(pool *p, task_fn fn, void *arg) {
 }
 
 /* The share [*lo, *hi) of n items for thread ith of nth, in multiples of `grain`. */
+static int pool_threads(const pool *p) { return p->n; }
+
 static void split_range(int64_t n, int64_t grain, int ith, int nth, int64_t *lo, int64_t *hi) {
     int64_t units = (n + grain - 1) / grain;
     *lo = units * ith / nth * grain;

@@ -3788,6 +3788,16 @@ AVX2_TARGET static ALWAYS_INLINE __m128 avx2_block_products_4x1(const __m256i v[
 DEFINE_AVX2_Q8(avx2, AVX2_TARGET)
 DEFINE_AVX2_Q8(avxvnni, AVXVNNI_TARGET)
 
+/* the rest of a quantized half-group once its 32 q are written: the scale, 8 times, and the
+   lane corrections -128 * (sum of 4 q) (maddubs with ones: pairs; madd with ones: pairs of
+   pairs). AVX2 and AVX-512 share it. */
+AVX2_TARGET static ALWAYS_INLINE void q8_finish_half(q8_group *gr, int half, float d) {
+    __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)(gr->q + 32 * half));
+    __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qv), _mm256_set1_epi16(1));
+    _mm256_storeu_si256((__m256i *)(void *)(gr->corr + 8 * half), _mm256_mullo_epi32(s4, _mm256_set1_epi32(-128)));
+    _mm256_storeu_ps(gr->d + 8 * half, _mm256_set1_ps(d));
+}
+
 /* activations -> q8_0, as quantize_q8_scalar, 8 lanes at a time: the same bytes (min and max
    take their second operand when the first is NaN, which is how the scalar code clamps) */
 AVX2_TARGET static void quantize_q8_avx2(const float *x, int64_t n, q8_group *g) {
@@ -3820,11 +3830,7 @@ AVX2_TARGET static void quantize_q8_avx2(const float *x, int64_t n, q8_group *g)
         } else {
             memset(q, 0, QK8_0);
         }
-        /* lane sums of 4 q's: maddubs with ones (pairs), then madd with ones (pairs of pairs) */
-        __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)q);
-        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qv), _mm256_set1_epi16(1));
-        _mm256_storeu_si256((__m256i *)(void *)(gr->corr + 8 * half), _mm256_mullo_epi32(s4, _mm256_set1_epi32(-128)));
-        _mm256_storeu_ps(gr->d + 8 * half, _mm256_set1_ps(d));
+        q8_finish_half(gr, half, d);
     }
 }
 
@@ -4116,11 +4122,7 @@ AVX512_TARGET static void quantize_q8_avx512(const float *x, int64_t n, q8_group
         } else {
             memset(q, 0, QK8_0);
         }
-        /* lane sums of 4 q's: maddubs with ones (pairs), then madd with ones (pairs of pairs) */
-        __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)q);
-        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qv), _mm256_set1_epi16(1));
-        _mm256_storeu_si256((__m256i *)(void *)(gr->corr + 8 * half), _mm256_mullo_epi32(s4, _mm256_set1_epi32(-128)));
-        _mm256_storeu_ps(gr->d + 8 * half, _mm256_set1_ps(d));
+        q8_finish_half(gr, half, d);
     }
 }
 

@@ -6610,7 +6610,8 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
 }
 
 /* ==== ymm tiles: rows one after another for one token; a 4 x 2 tile of (row, token) pairs
-   sharing each weight vector otherwise ==== */
+   sharing each weight vector otherwise. The B8 tile serves the types with a min (q4_1,
+   q5_1): the others take the whole-block tiles below. ==== */
 #define KQ_YMM_B8_TILE(V, TYPE, NR, NT)                                                           \
     do {                                                                                      \
         const int bb = kq_block_bytes(TYPE);                                                  \
@@ -6624,19 +6625,15 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
                 _mm_prefetch((const char *)b + KQ_PREFETCH, _MM_HINT_T0);                     \
                 const __m256i wq = kq_b8_weights(TYPE, b);                                       \
                 const __m256 dw = _mm256_set1_ps(kq_h2f(b));                                     \
-                const __m256 mw = _mm256_set1_ps(kq_b8_min(TYPE) ? kq_h2f(b + 2) * -0.0078125f : 0.0f); \
+                const __m256 mw = _mm256_set1_ps(kq_h2f(b + 2) * -0.0078125f);             \
                 KQ_UNROLL for (int t = 0; t < NT; t++) {                                         \
                     const q8_group *g = (const q8_group *)((const uint8_t *)xq + (size_t)t * ldx) + blk / 2; \
                     const __m256i xv = kq_ld256(g->q + 32 * half);                               \
                     const __m256i cr = kq_ld256(g->corr + 8 * half);                             \
                     const __m256 dx = _mm256_loadu_ps(g->d + 8 * half);                       \
-                    __m256i s;                                                                \
-                    if (TYPE == GPT2_TYPE_Q8_0) s = kq_##V##_q8(cr, wq, xv);                              \
-                    else if (kq_b8_min(TYPE)) s = kq_##V##_dpbusd(_mm256_setzero_si256(), wq, xv);    \
-                    else s = kq_##V##_dpbusd(_mm256_srai_epi32(cr, kq_b8_shift(TYPE)), wq, xv);       \
+                    const __m256i s = kq_##V##_dpbusd(_mm256_setzero_si256(), wq, xv);        \
                     acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, dx), acc[r][t]); \
-                    if (kq_b8_min(TYPE))                                                         \
-                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(cr), _mm256_mul_ps(mw, dx), acc[r][t]); \
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(cr), _mm256_mul_ps(mw, dx), acc[r][t]); \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \

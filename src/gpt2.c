@@ -1629,6 +1629,8 @@ struct kernel_table {
     void (*weighted_sum4)(const float *v, size_t ldv, const float *p, size_t ldp,
                           const int32_t *n, int nq, int64_t hs, float *y, size_t ldy);
     int kq_isa;          /* KQ_ISA_*: the tiles of the formats of §D on this path */
+    int q8_rows;         /* weight rows dot_q8 takes at once (4; 8 where it packs them), with
+                            up to MATMUL_WIDE_TOKENS tokens where it takes 8 */
 };
 
 static const char *kernels_name(const kernel_table *kt) { return kt->name; }
@@ -1873,7 +1875,7 @@ static int kq_recipe(int ftype, const char *tensor_name, int layer, int n_layer,
 
 static const kernel_table kernels_scalar = {
     "scalar", {dot_f32_scalar, dot_f16_scalar, dot_bf16_scalar}, dot_q8_0_scalar, quantize_q8_scalar,
-    gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar, KQ_ISA_SCALAR};
+    gelu_scalar, exp_sum_scalar, weighted_sum_scalar, weighted_sum4_scalar, KQ_ISA_SCALAR, 4};
 
 /* One row of a matrix as floats (embedding lookups, and converting 1-D tensors). */
 static void dequantize_row(const matrix *w, int64_t r, float *out) {
@@ -1933,11 +1935,13 @@ typedef enum {
 #ifndef MATMUL_X_BUDGET
 #define MATMUL_X_BUDGET (512 * 1024) /* bytes of activations kept in L2 per token chunk */
 #endif
+#define MATMUL_WIDE_TOKENS 64 /* tokens per call to a q8_0 tile of 8 rows (kernel_table.q8_rows) */
 /* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo); for quantized
    weights xq holds x quantized, one row per token ldq bytes apart, or two with two_pass
    (token t's rows 2t and 2t+1, whose products are added).
    Tokens go in chunks whose activations fit in L2 (reused for every weight row); within a
-   chunk, tiles of 4 weight rows x 4 activation rows. */
+   chunk, tiles of 4 weight rows x 4 activation rows, or for q8_0 on paths that pack their
+   rows (kernel_table.q8_rows) 8 rows x up to 64 tokens, so the packing is paid once for many. */
 static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bias, const float *x,
                         const uint8_t *xq, size_t ldq, bool two_pass, int T, float *out, int64_t ldo,
                         int64_t r0, int64_t r1, epilogue e) {
@@ -1946,7 +1950,9 @@ static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bi
     const uint8_t *base = (const uint8_t *)w->data;
     const size_t cols = (size_t)w->cols;
     const int per = two_pass ? 2 : 1;        /* activation rows per token */
-    const int tstep = 4 / per;               /* tokens per tile */
+    const bool wide = xq && !qdot && kt->q8_rows == 8; /* q8_0: 8 rows x many tokens (never two_pass) */
+    const int tstep = wide ? MATMUL_WIDE_TOKENS : 4 / per; /* tokens per tile */
+    const int ldd = wide ? 8 : 4;            /* floats between two tokens' rows in d */
     size_t token_bytes = xq ? (size_t)per * ldq : cols * sizeof(float);
     int chunk = (int)((MATMUL_X_BUDGET) / token_bytes);
     chunk = chunk < 4 ? 4 : chunk / 4 * 4;
@@ -1956,27 +1962,27 @@ static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bi
            tiles of one row and up to 4 tokens read each row in one sequential stream, which
            runs faster than 4 interleaved ones. Quantized tiles do more work per weight row,
            so sharing the activations' loads over 4 rows matters more there (README). */
-        const int step = !xq && t1 - t0 > 1 && t1 - t0 <= 4 ? 1 : 4;
+        const int step = wide ? 8 : !xq && t1 - t0 > 1 && t1 - t0 <= 4 ? 1 : 4;
         for (int64_t r = r0; r < r1; r += step) {
             int nr = r1 - r < step ? (int)(r1 - r) : step;
             for (int t = t0; t < t1; t += tstep) {
                 int nt = t1 - t < tstep ? t1 - t : tstep;
                 const uint8_t *wr = base + (size_t)r * w->row_bytes;
                 const uint8_t *xr = xq ? xq + (size_t)(t * per) * ldq : NULL; /* float weights: none */
-                float d[16]; /* (per * nt, 4) */
+                float d[MATMUL_WIDE_TOKENS * 8]; /* (per * nt, ldd) */
                 /* plain and GELU outputs go straight into out (the bias follows below) */
                 const bool direct = e != EPI_ADD && !two_pass;
                 float *dst = direct ? out + (size_t)t * (size_t)ldo + r : d;
-                size_t ldd = direct ? (size_t)ldo : 4;
-                if (qdot) qdot(wr, w->row_bytes, nr, xr, ldq, per * nt, w->cols, dst, ldd);
+                size_t ld = direct ? (size_t)ldo : (size_t)ldd;
+                if (qdot) qdot(wr, w->row_bytes, nr, xr, ldq, per * nt, w->cols, dst, ld);
                 else if (xq) kt->dot_q8(wr, w->row_bytes, nr, (const q8_group *)(const void *)xr,
-                                        ldq / sizeof(q8_group), per * nt, w->cols, dst, ldd);
-                else dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols, dst, ldd);
+                                        ldq / sizeof(q8_group), per * nt, w->cols, dst, ld);
+                else dot(wr, w->row_bytes, nr, x + (size_t)t * cols, cols, nt, w->cols, dst, ld);
                 if (direct) continue;
                 for (int j = 0; j < nt; j++) {
                     float *o = out + (size_t)(t + j) * (size_t)ldo + r;
                     for (int i = 0; i < nr; i++) {
-                        float v = two_pass ? d[2 * j * 4 + i] + d[(2 * j + 1) * 4 + i] : d[j * 4 + i];
+                        float v = two_pass ? d[2 * j * ldd + i] + d[(2 * j + 1) * ldd + i] : d[j * ldd + i];
                         if (e == EPI_ADD) o[i] += v + (bias ? bias[r + i] : 0.0f);
                         else o[i] = v;
                     }
@@ -2010,7 +2016,7 @@ typedef struct {
 
 /* The split of a matrix multiplication over threads, and the rule that keeps the results the
    same whatever the split: each thread takes a contiguous share of the weight rows (in
-   groups of 4) for every token, and every output element is computed by one fixed sequence
+   groups of 8) for every token, and every output element is computed by one fixed sequence
    of operations that depends neither on the share its row falls in nor on the tile shape it
    lands in. The dot-product tiles give each (row, token) the bits a 1 x 1 tile gives, the bias
    is one addition per element, and GELU is elementwise with the same vector code for every
@@ -2254,9 +2260,9 @@ int32_t gpt2_context_size(const gpt2_context *c) { return c ? c->n_ctx : 0; }
    two_pass, which only the K formats take: see forward()). */
 static void matmul_pass(gpt2_context *c, const matrix *w, const float *bias, const float *x, int T,
                         float *out, epilogue e, bool two_pass) {
-    /* about 8 chunks per thread, whole tiles of 4 rows */
+    /* about 8 chunks per thread, whole tiles of 8 rows */
     const int nth = pool_threads(c->pool);
-    int64_t chunk = nth == 1 ? w->rows : (w->rows / (8 * nth) + 3) / 4 * 4;
+    int64_t chunk = nth == 1 ? w->rows : (w->rows / (8 * nth) + 7) / 8 * 8;
     matmul_task a = {c->m->kt, w, bias, x, NULL, 0, false, T, out, w->rows, e, 0, chunk < 16 ? 16 : chunk};
     if (w->type != GPT2_TYPE_F32 && w->type != GPT2_TYPE_F16 && w->type != GPT2_TYPE_BF16) {
         size_t ldq = kq_is_k((int)w->type) ? (size_t)(w->cols / 256) * sizeof(q8k_record)
@@ -3780,13 +3786,147 @@ AVX2_TARGET static ALWAYS_INLINE __m128 avx2_block_products_4x1(const __m256i v[
         }                                                                                     \
         return avx2_block_products_4x1(v, q8_scales4(row, off), g0, h);                      \
     }                                                                                         \
-    TARGET static void dot_q8_0_##V(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
-                                    size_t ldx, int nt, int64_t n, float *out, size_t ldo) {  \
+    TARGET static void dot_q8_0_##V##_tiles(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
+                                            size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
         AVX2_DOT_BY_BLOCKS(q8_block_##V, GPT2_TYPE_Q8_0);                                     \
     }
 
 DEFINE_AVX2_Q8(avx2, AVX2_TARGET)
 DEFINE_AVX2_Q8(avxvnni, AVXVNNI_TARGET)
+
+/* Many tokens through the same rows (a prompt): then the rows' blocks are worth rearranging
+   first. Vector k of a packed block holds numbers 4k..4k+3 of each of 8 rows (lane r: row r),
+   so one token's 4 numbers, broadcast to every lane, meet 8 rows in one multiply, and a
+   block's 8 dots come out one per lane: no horizontal adds, and the packing is paid once for
+   all the tokens. The same integer sums and float steps per dot: the scalar's bits again. */
+#define Q8_PACK_ROWS 8
+#define Q8_PACK_BLOCKS 32  /* blocks packed at a time: 32 x 544 bytes, in L1 beside the activations */
+#define Q8_PACK_TOKENS 32  /* tokens whose sums stay on the stack while the blocks go by */
+#define Q8_PACK_MIN 4      /* fewer tokens take the 4 x 2 tiles */
+typedef struct {
+    __m256i q[8];  /* numbers 4k..4k+3 of rows 0..7, as they are: their signs */
+    __m256i a[8];  /* the same, |q| */
+    __m256 d;      /* the 8 rows' scales */
+} q8_packed;
+
+/* blocks b0 .. b0 + nbk - 1 of 8 rows: a transpose of 8 x 8 four-byte groups per block */
+AVX2_TARGET static void q8_pack_rows(const uint8_t *const row[8], int64_t b0, int nbk, q8_packed *p) {
+    for (int i = 0; i < nbk; i++) {
+        const size_t off = (size_t)(b0 + i) * Q8_0_BLOCK_BYTES;
+        __m256i t[8], u[8];
+        for (int r = 0; r < 8; r += 2) { /* rows r, r+1 interleaved by 4-byte groups */
+            __m256i a = Q8_LD(row[r] + off + 2), b = Q8_LD(row[r + 1] + off + 2);
+            t[r] = _mm256_unpacklo_epi32(a, b);     /* groups 0, 1 | 4, 5 */
+            t[r + 1] = _mm256_unpackhi_epi32(a, b); /* groups 2, 3 | 6, 7 */
+        }
+        for (int r = 0; r < 8; r += 4) { /* 4 rows of one group side by side */
+            u[r] = _mm256_unpacklo_epi64(t[r], t[r + 2]);     /* group 0 | 4 */
+            u[r + 1] = _mm256_unpackhi_epi64(t[r], t[r + 2]); /* group 1 | 5 */
+            u[r + 2] = _mm256_unpacklo_epi64(t[r + 1], t[r + 3]); /* group 2 | 6 */
+            u[r + 3] = _mm256_unpackhi_epi64(t[r + 1], t[r + 3]); /* group 3 | 7 */
+        }
+        for (int k = 0; k < 4; k++) {
+            p[i].q[k] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x20);
+            p[i].q[k + 4] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x31);
+        }
+        for (int k = 0; k < 8; k++) p[i].a[k] = _mm256_abs_epi8(p[i].q[k]);
+        p[i].d = _mm256_cvtph_ps(_mm_setr_epi16((short)rd16(row[0] + off), (short)rd16(row[1] + off),
+                                                (short)rd16(row[2] + off), (short)rd16(row[3] + off),
+                                                (short)rd16(row[4] + off), (short)rd16(row[5] + off),
+                                                (short)rd16(row[6] + off), (short)rd16(row[7] + off)));
+    }
+}
+
+/* one block of 8 rows against two tokens' 32 numbers q0, q1: the 16 dots' integer sums */
+#define Q8_UNROLL8 _Pragma("GCC unroll 8")
+AVX2_TARGET static ALWAYS_INLINE void q8_packed_sums_avx2(const q8_packed *p, const int8_t *q0, const int8_t *q1,
+                                                          __m256i *s0, __m256i *s1) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    Q8_UNROLL8 for (int k = 0; k < 8; k++) {
+        int32_t x0, x1;
+        memcpy(&x0, q0 + 4 * k, 4);
+        memcpy(&x1, q1 + 4 * k, 4);
+        const __m256i a = p->a[k], q = p->q[k];
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(_mm256_set1_epi32(x0), q)), ones));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(_mm256_set1_epi32(x1), q)), ones));
+    }
+    *s0 = a0, *s1 = a1;
+}
+AVXVNNI_TARGET static ALWAYS_INLINE void q8_packed_sums_avxvnni(const q8_packed *p, const int8_t *q0, const int8_t *q1,
+                                                                __m256i *s0, __m256i *s1) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    Q8_UNROLL8 for (int k = 0; k < 8; k++) {
+        int32_t x0, x1;
+        memcpy(&x0, q0 + 4 * k, 4);
+        memcpy(&x1, q1 + 4 * k, 4);
+        const __m256i a = p->a[k], q = p->q[k];
+        a0 = _mm256_dpbusd_avx_epi32(a0, a, _mm256_sign_epi8(_mm256_set1_epi32(x0), q));
+        a1 = _mm256_dpbusd_avx_epi32(a1, a, _mm256_sign_epi8(_mm256_set1_epi32(x1), q));
+    }
+    *s0 = a0, *s1 = a1;
+}
+
+#define DEFINE_AVX2_Q8_PACKED(V, TARGET)                                                       \
+    TARGET static void dot_q8_0_##V##_packed(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
+                                             size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
+        const int64_t nb = n / 32;                                                            \
+        const uint8_t *row[Q8_PACK_ROWS];                                                     \
+        for (int r = 0; r < Q8_PACK_ROWS; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes; \
+        q8_packed pk[Q8_PACK_BLOCKS];                                                         \
+        for (int t0 = 0; t0 < nt; t0 += Q8_PACK_TOKENS) {                                     \
+            const int tn = nt - t0 < Q8_PACK_TOKENS ? nt - t0 : Q8_PACK_TOKENS;               \
+            __m256 acc[Q8_PACK_TOKENS + 1][2]; /* per token: even and odd blocks */            \
+            for (int t = 0; t <= tn; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();        \
+            for (int64_t b0 = 0; b0 < nb; b0 += Q8_PACK_BLOCKS) {                             \
+                const int nbk = nb - b0 < Q8_PACK_BLOCKS ? (int)(nb - b0) : Q8_PACK_BLOCKS;   \
+                q8_pack_rows(row, b0, nbk, pk);                                               \
+                for (int t = 0; t < tn; t += 2) { /* pairs of tokens; a lone last one twice */ \
+                    const q8_group *x0 = x + (size_t)(t0 + t) * ldx;                          \
+                    const q8_group *x1 = t + 1 < tn ? x0 + ldx : x0;                          \
+                    __m256 e0 = acc[t][0], o0 = acc[t][1], e1 = acc[t + 1][0], o1 = acc[t + 1][1]; \
+                    for (int i = 0; i < nbk; i++) { /* b0 is even: i and b have one parity */ \
+                        const int64_t b = b0 + i;                                             \
+                        const int h = (int)(b & 1);                                           \
+                        const q8_group *g0 = x0 + b / 2, *g1 = x1 + b / 2;                    \
+                        __m256i s0, s1;                                                       \
+                        q8_packed_sums_##V(&pk[i], g0->q + 32 * h, g1->q + 32 * h, &s0, &s1);  \
+                        __m256 p0 = _mm256_mul_ps(_mm256_mul_ps(pk[i].d, _mm256_loadu_ps(g0->d + 8 * h)), \
+                                                  _mm256_cvtepi32_ps(s0));                    \
+                        __m256 p1 = _mm256_mul_ps(_mm256_mul_ps(pk[i].d, _mm256_loadu_ps(g1->d + 8 * h)), \
+                                                  _mm256_cvtepi32_ps(s1));                    \
+                        if (h) {                                                              \
+                            o0 = _mm256_add_ps(o0, p0);                                       \
+                            o1 = _mm256_add_ps(o1, p1);                                       \
+                        } else {                                                              \
+                            e0 = _mm256_add_ps(e0, p0);                                       \
+                            e1 = _mm256_add_ps(e1, p1);                                       \
+                        }                                                                     \
+                    }                                                                         \
+                    acc[t][0] = e0, acc[t][1] = o0, acc[t + 1][0] = e1, acc[t + 1][1] = o1;   \
+                }                                                                             \
+            }                                                                                 \
+            for (int t = 0; t < tn; t++) {                                                    \
+                float s[8];                                                                   \
+                _mm256_storeu_ps(s, _mm256_add_ps(acc[t][0], acc[t][1]));                     \
+                for (int r = 0; r < nr; r++) out[(size_t)(t0 + t) * ldo + (size_t)r] = s[r];  \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    /* up to 8 rows: packed with enough tokens, else tiles of 4 rows */                       \
+    TARGET static void dot_q8_0_##V(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
+                                    size_t ldx, int nt, int64_t n, float *out, size_t ldo) {  \
+        if (nt >= Q8_PACK_MIN) {                                                              \
+            dot_q8_0_##V##_packed(w, row_bytes, nr, x, ldx, nt, n, out, ldo);                 \
+            return;                                                                           \
+        }                                                                                     \
+        for (int r = 0; r < nr; r += 4)                                                       \
+            dot_q8_0_##V##_tiles(w + (size_t)r * row_bytes, row_bytes, nr - r < 4 ? nr - r : 4, x, ldx, nt, n, \
+                                 out + r, ldo);                                               \
+    }
+
+DEFINE_AVX2_Q8_PACKED(avx2, AVX2_TARGET)
+DEFINE_AVX2_Q8_PACKED(avxvnni, AVXVNNI_TARGET)
 
 /* the rest of a quantized half-group once its 32 q are written: the scale, 8 times, and the
    lane corrections -128 * (sum of 4 q) (maddubs with ones: pairs; madd with ones: pairs of
@@ -3924,12 +4064,12 @@ DEFINE_WEIGHTED_SUM4(weighted_sum4_avx2, weighted_sum_avx2)
 
 static const kernel_table kernels_avx2 = {
     "avx2", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avx2, quantize_q8_avx2,
-    gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVX2};
+    gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVX2, Q8_PACK_ROWS};
 
 /* AVX-VNNI: AVX2 with the VEX vpdpbusd for q8_0 (above) and for §D's formats */
 static const kernel_table kernels_avx2_vnni = {
     "avx2-vnni", {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2}, dot_q8_0_avxvnni, quantize_q8_avx2,
-    gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVXVNNI};
+    gelu_avx2, exp_sum_avx2, weighted_sum_avx2, weighted_sum4_avx2, KQ_ISA_AVXVNNI, Q8_PACK_ROWS};
 
 /* ---- AVX-512: 16 lanes, masked tails, up to 4 x 4 tiles (32 registers) ------------------ */
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
@@ -4245,11 +4385,11 @@ AVX512_TARGET static void weighted_sum4_avx512(const float *v, size_t ldv, const
 
 static const kernel_table kernels_avx512 = {
     "avx512-vnni", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx512, quantize_q8_avx512,
-    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512, KQ_ISA_AVX512VNNI};
+    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512, KQ_ISA_AVX512VNNI, 4};
 /* the first AVX-512 CPUs (Skylake-X) lack VNNI: their q8_0 tiles are AVX2's */
 static const kernel_table kernels_avx512_no_vnni = {
     "avx512", {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512}, dot_q8_0_avx2, quantize_q8_avx512,
-    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512, KQ_ISA_AVX512};
+    gelu_avx512, exp_sum_avx512, weighted_sum_avx512, weighted_sum4_avx512, KQ_ISA_AVX512, Q8_PACK_ROWS};
 #endif /* GPT2_X86 */
 
 #ifdef GPT2_ARM64
@@ -4598,11 +4738,11 @@ DEFINE_WEIGHTED_SUM4(weighted_sum4_neon, weighted_sum_neon)
    quantize activations with the scalar quantizer (the reference, byte for byte). */
 static const kernel_table kernels_neon_dotprod = {
     "neon-dotprod", {dot_f32_neon, dot_f16_neon, dot_bf16_neon}, dot_q8_0_neon_dotprod, quantize_q8_scalar,
-    gelu_neon, exp_sum_neon, weighted_sum_neon, weighted_sum4_neon, KQ_ISA_SCALAR};
+    gelu_neon, exp_sum_neon, weighted_sum_neon, weighted_sum4_neon, KQ_ISA_SCALAR, 4};
 /* the first arm64 CPUs (Cortex-A53/A57/A72: Raspberry Pi 3 and 4) lack sdot */
 static const kernel_table kernels_neon = {
     "neon", {dot_f32_neon, dot_f16_neon, dot_bf16_neon}, dot_q8_0_neon, quantize_q8_scalar,
-    gelu_neon, exp_sum_neon, weighted_sum_neon, weighted_sum4_neon, KQ_ISA_SCALAR};
+    gelu_neon, exp_sum_neon, weighted_sum_neon, weighted_sum4_neon, KQ_ISA_SCALAR, 4};
 #endif /* GPT2_ARM64 */
 
 /* What the CPU (and the OS, which must save the wider registers) supports: from cpuid on

@@ -1935,22 +1935,30 @@ typedef enum {
 #ifndef MATMUL_X_BUDGET
 #define MATMUL_X_BUDGET (512 * 1024) /* bytes of activations kept in L2 per token chunk */
 #endif
-#define MATMUL_WIDE_TOKENS 64 /* tokens per call to a q8_0 tile of 8 rows (kernel_table.q8_rows) */
+#define MATMUL_WIDE_TOKENS 64 /* tokens per call to a tile of 8 rows (tile_rows) */
+
+/* The weight rows a quantized tile takes at once: 4, or 8 where it packs them (q8_0 on paths
+   whose kernel_table.q8_rows says so, q4_0 on AVX2's formats of §D) */
+static int tile_rows(const kernel_table *kt, gpt2_type t) {
+    if (t == GPT2_TYPE_Q8_0) return kt->q8_rows;
+    if (t == GPT2_TYPE_Q4_0 && (kt->kq_isa == KQ_ISA_AVX2 || kt->kq_isa == KQ_ISA_AVXVNNI)) return 8;
+    return 4;
+}
 /* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo); for quantized
    weights xq holds x quantized, one row per token ldq bytes apart, or two with two_pass
    (token t's rows 2t and 2t+1, whose products are added).
    Tokens go in chunks whose activations fit in L2 (reused for every weight row); within a
-   chunk, tiles of 4 weight rows x 4 activation rows, or for q8_0 on paths that pack their
-   rows (kernel_table.q8_rows) 8 rows x up to 64 tokens, so the packing is paid once for many. */
+   chunk, tiles of 4 weight rows x 4 activation rows, or where the tiles pack their rows
+   (tile_rows) 8 rows x up to 64 tokens, so the packing is paid once for many. */
 static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bias, const float *x,
                         const uint8_t *xq, size_t ldq, bool two_pass, int T, float *out, int64_t ldo,
                         int64_t r0, int64_t r1, epilogue e) {
     dot_tile_fn dot = kt->dot[wt_index(w->type)];
     kq_dot_fn qdot = w->type != GPT2_TYPE_Q8_0 && xq ? kq_dot_for((int)w->type, kt->kq_isa) : NULL;
+    const bool wide = xq && tile_rows(kt, w->type) == 8; /* 8 rows x many tokens (never two_pass) */
     const uint8_t *base = (const uint8_t *)w->data;
     const size_t cols = (size_t)w->cols;
     const int per = two_pass ? 2 : 1;        /* activation rows per token */
-    const bool wide = xq && !qdot && kt->q8_rows == 8; /* q8_0: 8 rows x many tokens (never two_pass) */
     const int tstep = wide ? MATMUL_WIDE_TOKENS : 4 / per; /* tokens per tile */
     const int ldd = wide ? 8 : 4;            /* floats between two tokens' rows in d */
     size_t token_bytes = xq ? (size_t)per * ldq : cols * sizeof(float);
@@ -3798,7 +3806,8 @@ DEFINE_AVX2_Q8(avxvnni, AVXVNNI_TARGET)
    first. Vector k of a packed block holds numbers 4k..4k+3 of each of 8 rows (lane r: row r),
    so one token's 4 numbers, broadcast to every lane, meet 8 rows in one multiply, and a
    block's 8 dots come out one per lane: no horizontal adds, and the packing is paid once for
-   all the tokens. The same integer sums and float steps per dot: the scalar's bits again. */
+   all the tokens. The same integer sums and float steps per dot: the scalar's bits again.
+   q4_0 (§D) packs the same way, its numbers q - 8 as signed bytes. */
 #define Q8_PACK_ROWS 8
 #define Q8_PACK_BLOCKS 32  /* blocks packed at a time: 32 x 544 bytes, in L1 beside the activations */
 #define Q8_PACK_TOKENS 32  /* tokens whose sums stay on the stack while the blocks go by */
@@ -3809,13 +3818,24 @@ typedef struct {
     __m256 d;      /* the 8 rows' scales */
 } q8_packed;
 
-/* blocks b0 .. b0 + nbk - 1 of 8 rows: a transpose of 8 x 8 four-byte groups per block */
-AVX2_TARGET static void q8_pack_rows(const uint8_t *const row[8], int64_t b0, int nbk, q8_packed *p) {
+/* a block's 32 numbers as signed bytes in element order: q8_0's as they are; q4_0's 16 bytes
+   hold elements i (low nibble) and i + 16 (high), each q + 8 */
+AVX2_TARGET static ALWAYS_INLINE __m256i packed_numbers(int type, const uint8_t *blk) {
+    if (type == GPT2_TYPE_Q8_0) return Q8_LD(blk + 2);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(blk + 2));
+    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+    return _mm256_sub_epi8(u, _mm256_set1_epi8(8));
+}
+
+/* blocks b0 .. b0 + nbk - 1 of 8 rows of q8_0 or q4_0 (their scale first, as f16): a
+   transpose of 8 x 8 four-byte groups per block */
+AVX2_TARGET static void q8_pack_rows(int type, const uint8_t *const row[8], int64_t b0, int nbk, q8_packed *p) {
+    const size_t bb = type == GPT2_TYPE_Q8_0 ? Q8_0_BLOCK_BYTES : 18;
     for (int i = 0; i < nbk; i++) {
-        const size_t off = (size_t)(b0 + i) * Q8_0_BLOCK_BYTES;
+        const size_t off = (size_t)(b0 + i) * bb;
         __m256i t[8], u[8];
         for (int r = 0; r < 8; r += 2) { /* rows r, r+1 interleaved by 4-byte groups */
-            __m256i a = Q8_LD(row[r] + off + 2), b = Q8_LD(row[r + 1] + off + 2);
+            __m256i a = packed_numbers(type, row[r] + off), b = packed_numbers(type, row[r + 1] + off);
             t[r] = _mm256_unpacklo_epi32(a, b);     /* groups 0, 1 | 4, 5 */
             t[r + 1] = _mm256_unpackhi_epi32(a, b); /* groups 2, 3 | 6, 7 */
         }
@@ -3868,8 +3888,8 @@ AVXVNNI_TARGET static ALWAYS_INLINE void q8_packed_sums_avxvnni(const q8_packed 
 }
 
 #define DEFINE_AVX2_Q8_PACKED(V, TARGET)                                                       \
-    TARGET static void dot_q8_0_##V##_packed(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
-                                             size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
+    TARGET static void dot_packed_##V(int type, const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
+                                      size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
         const int64_t nb = n / 32;                                                            \
         const uint8_t *row[Q8_PACK_ROWS];                                                     \
         for (int r = 0; r < Q8_PACK_ROWS; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes; \
@@ -3880,7 +3900,7 @@ AVXVNNI_TARGET static ALWAYS_INLINE void q8_packed_sums_avxvnni(const q8_packed 
             for (int t = 0; t <= tn; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();        \
             for (int64_t b0 = 0; b0 < nb; b0 += Q8_PACK_BLOCKS) {                             \
                 const int nbk = nb - b0 < Q8_PACK_BLOCKS ? (int)(nb - b0) : Q8_PACK_BLOCKS;   \
-                q8_pack_rows(row, b0, nbk, pk);                                               \
+                q8_pack_rows(type, row, b0, nbk, pk);                                         \
                 for (int t = 0; t < tn; t += 2) { /* pairs of tokens; a lone last one twice */ \
                     const q8_group *x0 = x + (size_t)(t0 + t) * ldx;                          \
                     const q8_group *x1 = t + 1 < tn ? x0 + ldx : x0;                          \
@@ -3917,7 +3937,7 @@ AVXVNNI_TARGET static ALWAYS_INLINE void q8_packed_sums_avxvnni(const q8_packed 
     TARGET static void dot_q8_0_##V(const uint8_t *w, size_t row_bytes, int nr, const q8_group *x, \
                                     size_t ldx, int nt, int64_t n, float *out, size_t ldo) {  \
         if (nt >= Q8_PACK_MIN) {                                                              \
-            dot_q8_0_##V##_packed(w, row_bytes, nr, x, ldx, nt, n, out, ldo);                 \
+            dot_packed_##V(GPT2_TYPE_Q8_0, w, row_bytes, nr, x, ldx, nt, n, out, ldo);         \
             return;                                                                           \
         }                                                                                     \
         for (int r = 0; r < nr; r += 4)                                                       \
@@ -6877,11 +6897,18 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
         }                                                                                     \
         return avx2_block_products_4x1(v, q8_scales4(row, off), g0, h);                      \
     }
+/* (q4_0 with enough tokens: up to 8 rows, packed as q8_0's, §B "AVX2") */
 #define KQ_DEFINE_YMM_BLOCKS(V, TARGET, NAME, TYPE)                                               \
     TARGET static void kq_##V##_dot_##NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
                                           size_t ldq, int nt, int64_t n, float *out, size_t ldo) { \
         const q8_group *x = (const q8_group *)xq;                                             \
         const size_t ldx = ldq / sizeof(q8_group);                                            \
+        if (TYPE == GPT2_TYPE_Q4_0 && nt >= Q8_PACK_MIN) {                                    \
+            dot_packed_##V(TYPE, w, row_bytes, nr, x, ldx, nt, n, out, ldo);                  \
+            return;                                                                           \
+        }                                                                                     \
+        for (; nr > 4; nr -= 4, w += 4 * row_bytes, out += 4)                                 \
+            kq_##V##_dot_##NAME(w, row_bytes, 4, xq, ldq, nt, n, out, ldo);                   \
         AVX2_DOT_BY_BLOCKS(kq_##V##_b8, TYPE);                                                \
     }
 

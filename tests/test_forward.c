@@ -536,68 +536,87 @@ static void test_kernels_against_scalar(void **state) {
     report_paths("tiles against the scalar reference", names, n_paths);
 }
 
-/* q8_0 tiles as wide as each path's driver calls them (kernel_table.q8_rows): 8 rows and up
-   to 64 tokens where the path packs its rows. Every dot equals the same path's dot alone,
-   and on the packing paths the scalar reference's, across the slabs of 32 blocks and 32
+/* One tile of quantized weights (q8_0, or q4_0 of §D) on a path, q being ldq groups a token. */
+static void wide_dot(const kernel_table *kt, gpt2_type type, const uint8_t *w, size_t row_bytes, int nr,
+                     const q8_group *q, size_t ldq, int nt, int64_t n, float *out, size_t ldo) {
+    if (type == GPT2_TYPE_Q8_0) kt->dot_q8(w, row_bytes, nr, q, ldq, nt, n, out, ldo);
+    else kq_dot_for((int)type, kt->kq_isa)(w, row_bytes, nr, q, ldq * sizeof *q, nt, n, out, ldo);
+}
+
+/* q8_0 and q4_0 tiles as wide as the driver calls them (tile_rows): 8 rows and up to 64
+   tokens where the path packs its rows. Every dot equals the same path's dot alone (and for
+   q8_0 on the packing paths the scalar reference's), across the slabs of 32 blocks and 32
    tokens the packed kernels go in, with rows off any alignment. */
-static void test_q8_wide_tiles(void **state) {
+static void test_wide_tiles(void **state) {
     (void)state;
     const kernel_table *paths[N_ALL_KERNEL_PATHS];
     const char *names[N_ALL_KERNEL_PATHS];
     int n_paths = kernel_tables(paths, names);
+    const gpt2_type types[] = {GPT2_TYPE_Q8_0, GPT2_TYPE_Q4_0};
     const int64_t sizes[] = {32, 96, 1056, 2080}; /* 1, 3, 33 and 65 blocks */
     const int nts[] = {1, 3, 4, 5, 32, 33, 64, 65};
     enum { MAXT = 65, MAXR = 8 };
     uint64_t seed = 31;
     int compared = 0;
-    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
-        const int64_t n = sizes[si];
-        const size_t row_bytes = (size_t)(n / 32) * Q8_0_BLOCK_BYTES + 6; /* rows off 2-byte steps */
-        const size_t ldq = (size_t)q8_groups(n) + 1;
-        uint8_t *w = malloc(MAXR * row_bytes + 1);
-        float *v = malloc((size_t)n * sizeof *v);
-        q8_group *q = alloc64(MAXT * ldq * sizeof *q);
-        assert_true(w && v && q);
-        for (int r = 0; r < MAXR; r++) {
-            for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * (float)(r + 1);
-            quantize_row(v, n, GPT2_TYPE_Q8_0, w + 1 + (size_t)r * row_bytes);
-            w[1 + (size_t)r * row_bytes + 2 + (size_t)r] = 0x80; /* -128 */
-        }
-        for (int t = 0; t < MAXT; t++) {
-            for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * 3 - (float)(t % 3);
-            quantize_q8_scalar(v, n, q + (size_t)t * ldq);
-        }
-        float ref[MAXT][MAXR];
-        for (int t = 0; t < MAXT; t++)
-            for (int r = 0; r < MAXR; r++)
-                dot_q8_0_scalar(w + 1 + (size_t)r * row_bytes, row_bytes, 1, q + (size_t)t * ldq, ldq, 1, n, &ref[t][r], 1);
-        for (int p = 0; p < n_paths; p++) {
-            const kernel_table *kt = paths[p];
-            float one[MAXT][MAXR];
+    for (size_t ty = 0; ty < 2; ty++)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            const gpt2_type type = types[ty];
+            const int64_t n = sizes[si];
+            const size_t row_bytes = (size_t)(n / 32) * (type == GPT2_TYPE_Q8_0 ? Q8_0_BLOCK_BYTES : 18) + 6;
+            const size_t ldq = (size_t)q8_groups(n) + 1;
+            uint8_t *w = malloc(MAXR * row_bytes + 1);
+            float *v = malloc((size_t)n * sizeof *v);
+            q8_group *q = alloc64(MAXT * ldq * sizeof *q);
+            assert_true(w && v && q);
+            for (int r = 0; r < MAXR; r++) {
+                uint8_t *row = w + 1 + (size_t)r * row_bytes; /* rows off 2-byte steps */
+                for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * (float)(r + 1);
+                if (type == GPT2_TYPE_Q8_0) {
+                    quantize_row(v, n, type, row);
+                    row[2 + r] = 0x80; /* -128 */
+                } else {
+                    assert_int_equal(kq_quantize_row((int)type, v, n, row), 0);
+                }
+            }
+            for (int t = 0; t < MAXT; t++) {
+                for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * 3 - (float)(t % 3);
+                quantize_q8_scalar(v, n, q + (size_t)t * ldq);
+            }
+            float ref[MAXT][MAXR];
             for (int t = 0; t < MAXT; t++)
                 for (int r = 0; r < MAXR; r++)
-                    kt->dot_q8(w + 1 + (size_t)r * row_bytes, row_bytes, 1, q + (size_t)t * ldq, ldq, 1, n, &one[t][r], 1);
-            for (int nr = 1; nr <= kt->q8_rows; nr++)
-                for (size_t ti = 0; ti < sizeof nts / sizeof *nts; ti++) {
-                    const int nt = nts[ti];
-                    if (nt > (kt->q8_rows == 8 ? MATMUL_WIDE_TOKENS + 1 : 4)) continue;
-                    float got[MAXT][MAXR + 1];
-                    kt->dot_q8(w + 1, row_bytes, nr, q, ldq, nt, n, &got[0][0], MAXR + 1);
-                    for (int t = 0; t < nt; t++)
-                        for (int r = 0; r < nr; r++) {
-                            assert_memory_equal(&got[t][r], &one[t][r], sizeof(float));
-                            if (kt->q8_rows == 8) assert_memory_equal(&got[t][r], &ref[t][r], sizeof(float));
-                            assert_true(fabs(got[t][r] - ref[t][r]) <= 1e-5 * (1 + fabs(ref[t][r])) * sqrt((double)n));
-                        }
-                    compared++;
-                }
+                    wide_dot(paths[0], type, w + 1 + (size_t)r * row_bytes, row_bytes, 1, q + (size_t)t * ldq, ldq, 1,
+                             n, &ref[t][r], 1);
+            for (int p = 0; p < n_paths; p++) {
+                const kernel_table *kt = paths[p];
+                const int rows = tile_rows(kt, type);
+                float one[MAXT][MAXR];
+                for (int t = 0; t < MAXT; t++)
+                    for (int r = 0; r < MAXR; r++)
+                        wide_dot(kt, type, w + 1 + (size_t)r * row_bytes, row_bytes, 1, q + (size_t)t * ldq, ldq, 1, n,
+                                 &one[t][r], 1);
+                for (int nr = 1; nr <= rows; nr++)
+                    for (size_t ti = 0; ti < sizeof nts / sizeof *nts; ti++) {
+                        const int nt = nts[ti];
+                        if (nt > (rows == 8 ? MATMUL_WIDE_TOKENS + 1 : 4)) continue;
+                        float got[MAXT][MAXR + 1];
+                        wide_dot(kt, type, w + 1, row_bytes, nr, q, ldq, nt, n, &got[0][0], MAXR + 1);
+                        for (int t = 0; t < nt; t++)
+                            for (int r = 0; r < nr; r++) {
+                                assert_memory_equal(&got[t][r], &one[t][r], sizeof(float));
+                                if (type == GPT2_TYPE_Q8_0 && rows == 8)
+                                    assert_memory_equal(&got[t][r], &ref[t][r], sizeof(float));
+                                assert_true(fabs(got[t][r] - ref[t][r]) <= 1e-5 * (1 + fabs(ref[t][r])) * sqrt((double)n));
+                            }
+                        compared++;
+                    }
+            }
+            free(w);
+            free(v);
+            free(q);
         }
-        free(w);
-        free(v);
-        free(q);
-    }
-    fprintf(stderr, "  %d q8_0 tiles compared\n", compared);
-    report_paths("q8_0 tiles as wide as the driver calls them", names, n_paths);
+    fprintf(stderr, "  %d tiles compared\n", compared);
+    report_paths("q8_0 and q4_0 tiles as wide as the driver calls them", names, n_paths);
 }
 
 /* f32 rows off a cache line take the two-halves loads: the same bits as rows on one */
@@ -951,7 +970,7 @@ static int suite_forward(void) {
         cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_quantize_output_safety),
         cmocka_unit_test(test_kernels_against_scalar),
-        cmocka_unit_test(test_q8_wide_tiles),
+        cmocka_unit_test(test_wide_tiles),
         cmocka_unit_test(test_q8_activations),
         cmocka_unit_test(test_f32_rows_off_cache_lines),
         cmocka_unit_test(test_vector_math_against_scalar),

@@ -1935,13 +1935,14 @@ typedef enum {
 #ifndef MATMUL_X_BUDGET
 #define MATMUL_X_BUDGET (512 * 1024) /* bytes of activations kept in L2 per token chunk */
 #endif
-#define MATMUL_WIDE_TOKENS 64 /* tokens per call to a tile of 8 rows (tile_rows) */
+#define MATMUL_WIDE_TOKENS 64 /* activation rows per call to a tile of 8 rows (tile_rows) */
 
 /* The weight rows a quantized tile takes at once: 4, or 8 where it packs them (q8_0 on paths
-   whose kernel_table.q8_rows says so, q4_0 on AVX2's formats of §D) */
+   whose kernel_table.q8_rows says so; q4_0 and the K formats on AVX2's tiles of §D) */
 static int tile_rows(const kernel_table *kt, gpt2_type t) {
     if (t == GPT2_TYPE_Q8_0) return kt->q8_rows;
-    if (t == GPT2_TYPE_Q4_0 && (kt->kq_isa == KQ_ISA_AVX2 || kt->kq_isa == KQ_ISA_AVXVNNI)) return 8;
+    if ((t == GPT2_TYPE_Q4_0 || kq_is_k((int)t)) && (kt->kq_isa == KQ_ISA_AVX2 || kt->kq_isa == KQ_ISA_AVXVNNI))
+        return 8;
     return 4;
 }
 /* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo); for quantized
@@ -1955,11 +1956,11 @@ static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bi
                         int64_t r0, int64_t r1, epilogue e) {
     dot_tile_fn dot = kt->dot[wt_index(w->type)];
     kq_dot_fn qdot = w->type != GPT2_TYPE_Q8_0 && xq ? kq_dot_for((int)w->type, kt->kq_isa) : NULL;
-    const bool wide = xq && tile_rows(kt, w->type) == 8; /* 8 rows x many tokens (never two_pass) */
+    const bool wide = xq && tile_rows(kt, w->type) == 8; /* 8 rows x many tokens */
     const uint8_t *base = (const uint8_t *)w->data;
     const size_t cols = (size_t)w->cols;
     const int per = two_pass ? 2 : 1;        /* activation rows per token */
-    const int tstep = wide ? MATMUL_WIDE_TOKENS : 4 / per; /* tokens per tile */
+    const int tstep = (wide ? MATMUL_WIDE_TOKENS : 4) / per; /* tokens per tile */
     const int ldd = wide ? 8 : 4;            /* floats between two tokens' rows in d */
     size_t token_bytes = xq ? (size_t)per * ldq : cols * sizeof(float);
     int chunk = (int)((MATMUL_X_BUDGET) / token_bytes);
@@ -3827,28 +3828,34 @@ AVX2_TARGET static ALWAYS_INLINE __m256i packed_numbers(int type, const uint8_t 
     return _mm256_sub_epi8(u, _mm256_set1_epi8(8));
 }
 
-/* blocks b0 .. b0 + nbk - 1 of 8 rows of q8_0 or q4_0 (their scale first, as f16): a
-   transpose of 8 x 8 four-byte groups per block */
+/* 8 rows of 32 bytes (8 four-byte groups each) -> 8 vectors, vector k holding group k of
+   rows 0..7: a transpose of 8 x 8 four-byte groups */
+AVX2_TARGET static ALWAYS_INLINE void transpose_groups8(const __m256i in[8], __m256i out[8]) {
+    __m256i t[8], u[8];
+    for (int r = 0; r < 8; r += 2) { /* rows r, r+1 interleaved by 4-byte groups */
+        t[r] = _mm256_unpacklo_epi32(in[r], in[r + 1]);     /* groups 0, 1 | 4, 5 */
+        t[r + 1] = _mm256_unpackhi_epi32(in[r], in[r + 1]); /* groups 2, 3 | 6, 7 */
+    }
+    for (int r = 0; r < 8; r += 4) { /* 4 rows of one group side by side */
+        u[r] = _mm256_unpacklo_epi64(t[r], t[r + 2]);         /* group 0 | 4 */
+        u[r + 1] = _mm256_unpackhi_epi64(t[r], t[r + 2]);     /* group 1 | 5 */
+        u[r + 2] = _mm256_unpacklo_epi64(t[r + 1], t[r + 3]); /* group 2 | 6 */
+        u[r + 3] = _mm256_unpackhi_epi64(t[r + 1], t[r + 3]); /* group 3 | 7 */
+    }
+    for (int k = 0; k < 4; k++) {
+        out[k] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x20);
+        out[k + 4] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x31);
+    }
+}
+
+/* blocks b0 .. b0 + nbk - 1 of 8 rows of q8_0 or q4_0 (their scale first, as f16) */
 AVX2_TARGET static void q8_pack_rows(int type, const uint8_t *const row[8], int64_t b0, int nbk, q8_packed *p) {
-    const size_t bb = type == GPT2_TYPE_Q8_0 ? Q8_0_BLOCK_BYTES : 18;
+    const size_t bb = (size_t)kq_block_bytes(type);
     for (int i = 0; i < nbk; i++) {
         const size_t off = (size_t)(b0 + i) * bb;
-        __m256i t[8], u[8];
-        for (int r = 0; r < 8; r += 2) { /* rows r, r+1 interleaved by 4-byte groups */
-            __m256i a = packed_numbers(type, row[r] + off), b = packed_numbers(type, row[r + 1] + off);
-            t[r] = _mm256_unpacklo_epi32(a, b);     /* groups 0, 1 | 4, 5 */
-            t[r + 1] = _mm256_unpackhi_epi32(a, b); /* groups 2, 3 | 6, 7 */
-        }
-        for (int r = 0; r < 8; r += 4) { /* 4 rows of one group side by side */
-            u[r] = _mm256_unpacklo_epi64(t[r], t[r + 2]);     /* group 0 | 4 */
-            u[r + 1] = _mm256_unpackhi_epi64(t[r], t[r + 2]); /* group 1 | 5 */
-            u[r + 2] = _mm256_unpacklo_epi64(t[r + 1], t[r + 3]); /* group 2 | 6 */
-            u[r + 3] = _mm256_unpackhi_epi64(t[r + 1], t[r + 3]); /* group 3 | 7 */
-        }
-        for (int k = 0; k < 4; k++) {
-            p[i].q[k] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x20);
-            p[i].q[k + 4] = _mm256_permute2x128_si256(u[k], u[4 + k], 0x31);
-        }
+        __m256i v[8];
+        for (int r = 0; r < 8; r++) v[r] = packed_numbers(type, row[r] + off);
+        transpose_groups8(v, p[i].q);
         for (int k = 0; k < 8; k++) p[i].a[k] = _mm256_abs_epi8(p[i].q[k]);
         p[i].d = _mm256_cvtph_ps(_mm_setr_epi16((short)rd16(row[0] + off), (short)rd16(row[1] + off),
                                                 (short)rd16(row[2] + off), (short)rd16(row[3] + off),
@@ -5960,8 +5967,13 @@ static float kq_dot1_k(int type, const uint8_t *w, const q8k_record *x, int64_t 
             S += sc[j] * s;
             if (has_min) M += mn[j] * x->bsum[j];
         }
-        acc += (x->d * d) * (float)S;
-        if (has_min) acc -= (x->d * dmin) * (float)M;
+        /* a product, then a sum, never fused: AVX2's K tiles take the same two steps */
+        const float p = (x->d * d) * (float)S;
+        acc += p;
+        if (has_min) {
+            const float pm = (x->d * dmin) * (float)M;
+            acc -= pm;
+        }
     }
     return acc;
 }
@@ -6569,8 +6581,10 @@ static kq_dot_fn kq_dot_for(int type, int isa) {
  *        acc = fma(float(corr), (m_w * -1/128) * d_x, acc)]; the lanes reduced at the end.
  *        ymm q4_0 / q5_0 / q8_0 instead add each block's lanes up first (exact), then
  *        acc_even|odd += (d_w * d_x) * float(sum), as q8_0's AVX2 tile (§B)
- *   K8:  per super-block, the lanes' int32 sums S (and M for the mins): acc = fma(float(S),
- *        d_x * d, acc) [acc = fnma(float(M), d_x * dmin, acc)]; reduced at the end
+ *   K8:  zmm: per super-block, the lanes' int32 sums S (and M for the mins): acc =
+ *        fma(float(S), d_x * d, acc) [acc = fnma(float(M), d_x * dmin, acc)]; reduced at the
+ *        end. ymm: the lanes added up first (exact), then the scalar reference's steps,
+ *        acc += (d_x * d) * float(S) [acc -= (d_x * dmin) * float(M)]: its bits
  * The same steps in the same order for every (row, token) whatever the tile shape.
  * ---------------------------------------------------------------------------------------- */
 #define KQ_INLINE inline __attribute__((always_inline))
@@ -6640,6 +6654,13 @@ KQ_AVX2_TARGET static KQ_INLINE float kq_hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 KQ_AVX2_TARGET static KQ_INLINE float kq_h2f(const uint8_t *p) { return _cvtsh_ss(rd16(p)); }
+/* the 8 int32 lanes added up (exact, in any order) */
+KQ_AVX2_TARGET static KQ_INLINE int32_t kq_hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
 
 /* ---- B8 weights: one block of 32 -> 32 unsigned bytes in element order ---- */
 KQ_AVX2_TARGET static KQ_INLINE __m256i kq_nibbles32(const uint8_t *qs) {
@@ -6804,8 +6825,8 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
     do {                                                                                      \
         const int bb = kq_block_bytes(TYPE);                                                  \
         const int64_t nb = n / KQ_QKK;                                                           \
-        __m256 acc[NR][NT];                                                                   \
-        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm256_setzero_ps(); \
+        float acc[NR][NT];                                                                    \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = 0.0f; \
         for (int64_t blk = 0; blk < nb; blk++) {                                              \
             KQ_UNROLL for (int r = 0; r < NR; r++) {                                             \
                 const uint8_t *b = w + (size_t)r * row_bytes + (size_t)blk * (size_t)bb;      \
@@ -6826,15 +6847,17 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
                     const __m256i bs = kq_ld256(x->bsum);                                        \
                     if (kq_k_offset_shift(TYPE))                                                 \
                         si[t] = _mm256_sub_epi32(si[t], _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(ks.sc)), kq_k_offset_shift(TYPE))); \
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si[t]), _mm256_set1_ps(x->d * ks.d), acc[r][t]); \
+                    const float p = (x->d * ks.d) * (float)kq_hsum_i32(si[t]);                  \
+                    acc[r][t] += p;                                                           \
                     if (kq_k_min(TYPE)) {                                                        \
-                        __m256i mi = _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn));       \
-                        acc[r][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_set1_ps(x->d * ks.dmin), acc[r][t]); \
+                        const __m256i mi = _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn)); \
+                        const float pm = (x->d * ks.dmin) * (float)kq_hsum_i32(mi);             \
+                        acc[r][t] -= pm;                                                      \
                     }                                                                         \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = kq_hsum8(acc[r][t]); \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = acc[r][t]; \
     } while (0)
 
 /* nt = 1: each row alone (one stream of weights at a time reads memory fastest); else
@@ -6912,6 +6935,154 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
         AVX2_DOT_BY_BLOCKS(kq_##V##_b8, TYPE);                                                \
     }
 
+/* ==== packed K tiles: 8 rows x many tokens (a prompt), as q8_0's packed blocks (§B) ====
+   Vector 8q + g of a packed super-block holds numbers 4g..4g+3 of run q of each of 8 rows
+   (lane r: row r), so one token's 4 activations, broadcast, meet 8 rows in one vpmaddubsw.
+   The int16 pair sums of a few groups add up in int16 (kq_k_g16 says how many stay below
+   2^15), then take their per-16 scale (vpmaddwd) into each row's int32 sum S: the whole
+   super-block's integer dot, the one the tiles above reduce their lanes to, followed by the
+   same float steps. The packing is paid once per 8 rows for all the tokens. */
+#define KQ_KPACK_BLOCKS 4  /* super-blocks packed at a time: 4 x 3136 bytes, in L1 */
+#define KQ_KPACK_TOKENS 32 /* tokens whose sums stay on the stack while the blocks go by */
+typedef struct {
+    __m256i w[64];  /* (run q, group g) -> numbers 4g..4g+3 of run q of rows 0..7, unsigned */
+    __m256i sc[16]; /* per-16 scale j of rows 0..7, the same in both int16 words of a lane */
+    __m256i fix[8]; /* per-16 values v[2l], v[2l+1] of rows 0..7 that meet bsum[2l], bsum[2l+1]:
+                       the scales (q3_K, q6_K: the offset) or the mins (q2_K, q4_K, q5_K) */
+    __m256 d, dmin; /* the rows' super-block scales */
+} kq_kpacked;
+
+/* groups whose int16 pair sums may be added before their scale: 8 * 2 * nmax * 127 < 2^15
+   where 8 is the number of groups (q4_K: 15, and its two per-16 scales of a run are one) */
+static inline int kq_k_g16(int type) { return type == GPT2_TYPE_Q6_K ? 2 : type == GPT2_TYPE_Q4_K ? 8 : 4; }
+
+/* dwords j of rows 0..7 (their per-16 scales j, widened) -> for each j, lane r: row r's,
+   as two equal int16 words */
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_dup_words(__m128i sc8) {
+    const __m256i v = _mm256_cvtepi8_epi32(sc8);
+    return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(v, 16));
+}
+
+KQ_AVX2_TARGET static KQ_INLINE void kq_k_pack(int type, const uint8_t *const row[8], int64_t b0, int nbk,
+                                               kq_kpacked *p) {
+    const size_t bb = (size_t)kq_block_bytes(type);
+    for (int i = 0; i < nbk; i++) {
+        const size_t off = (size_t)(b0 + i) * bb;
+        __m256i lo[8], hi[8], fx[8];
+        float d[8], dmin[8];
+        for (int r = 0; r < 8; r++) {
+            kq_kscales ks;
+            kq_k_scales(type, row[r] + off, &ks);
+            lo[r] = kq_k_dup_words(ks.sc);                        /* scales 0..7 */
+            hi[r] = kq_k_dup_words(_mm_unpackhi_epi64(ks.sc, ks.sc)); /* 8..15 */
+            fx[r] = kq_k_min(type) ? _mm256_cvtepu8_epi16(ks.mn) : _mm256_cvtepi8_epi16(ks.sc);
+            d[r] = ks.d;
+            dmin[r] = ks.dmin;
+        }
+        transpose_groups8(lo, p[i].sc);
+        transpose_groups8(hi, p[i].sc + 8);
+        transpose_groups8(fx, p[i].fix); /* dword l of a row: its values 2l, 2l+1 */
+        for (int q = 0; q < 8; q++) {
+            __m256i v[8];
+            for (int r = 0; r < 8; r++) v[r] = kq_k_run(type, row[r] + off, q);
+            transpose_groups8(v, p[i].w + 8 * q);
+        }
+        p[i].d = _mm256_loadu_ps(d);
+        p[i].dmin = _mm256_loadu_ps(dmin);
+    }
+}
+
+/* the float steps of the scalar reference on 8 rows: acc += (d_x * d) * S [-= (d_x * dmin) * M] */
+KQ_AVX2_TARGET static KQ_INLINE __m256 kq_k_acc8(int type, const kq_kpacked *p, float dx, __m256i S, __m256i F,
+                                                 __m256 acc) {
+    if (kq_k_offset_shift(type)) S = _mm256_sub_epi32(S, _mm256_slli_epi32(F, kq_k_offset_shift(type)));
+    const __m256 vx = _mm256_set1_ps(dx);
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(vx, p->d), _mm256_cvtepi32_ps(S)));
+    if (kq_k_min(type)) acc = _mm256_sub_ps(acc, _mm256_mul_ps(_mm256_mul_ps(vx, p->dmin), _mm256_cvtepi32_ps(F)));
+    return acc;
+}
+
+KQ_AVX2_TARGET static KQ_INLINE __m256i kq_bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* 8 rows' outputs for one token: a whole vector when all 8 are wanted */
+KQ_AVX2_TARGET static KQ_INLINE void kq_store_rows(float *out, int nr, __m256 v) {
+    if (nr == 8) {
+        _mm256_storeu_ps(out, v);
+        return;
+    }
+    float s[8];
+    _mm256_storeu_ps(s, v);
+    for (int r = 0; r < nr; r++) out[r] = s[r];
+}
+
+#define KQ_DEFINE_YMM_KPACKED(V, TARGET)                                                          \
+    /* one packed super-block against two tokens (each weight vector loaded once for both):   \
+       acc0, acc1 (rows 0..7) += their dots */                                                \
+    TARGET static KQ_INLINE void kq_##V##_kpacked_dot2(int type, const kq_kpacked *p, const q8k_record *x0, \
+                                                    const q8k_record *x1, __m256 *acc0, __m256 *acc1) { \
+        const int g16 = kq_k_g16(type);                                                       \
+        __m256i S0 = _mm256_setzero_si256(), S1 = S0, F0 = S0, F1 = S0;                       \
+        KQ_UNROLL for (int q = 0; q < 8; q++)                                                 \
+            KQ_UNROLL for (int g0 = 0; g0 < 8; g0 += g16) {                                   \
+                __m256i s0 = _mm256_setzero_si256(), s1 = s0;                                 \
+                KQ_UNROLL for (int g = g0; g < g0 + g16; g++) {                               \
+                    const __m256i w = p->w[8 * q + g];                                        \
+                    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(w, kq_bcast4(x0->q + 32 * q + 4 * g))); \
+                    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(w, kq_bcast4(x1->q + 32 * q + 4 * g))); \
+                }                                                                             \
+                const __m256i sc = p->sc[2 * q + g0 / 4];                                     \
+                S0 = kq_##V##_dpwssd(S0, s0, sc);                                             \
+                S1 = kq_##V##_dpwssd(S1, s1, sc);                                             \
+            }                                                                                 \
+        KQ_UNROLL for (int l = 0; l < 8; l++) {                                               \
+            F0 = kq_##V##_dpwssd(F0, p->fix[l], kq_bcast4(x0->bsum + 2 * l));                  \
+            F1 = kq_##V##_dpwssd(F1, p->fix[l], kq_bcast4(x1->bsum + 2 * l));                  \
+        }                                                                                     \
+        *acc0 = kq_k_acc8(type, p, x0->d, S0, F0, *acc0);                                     \
+        *acc1 = kq_k_acc8(type, p, x1->d, S1, F1, *acc1);                                     \
+    }                                                                                         \
+    TARGET static KQ_INLINE void kq_##V##_kpacked(int type, const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
+                                        size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
+        const int64_t nb = n / KQ_QKK;                                                        \
+        const uint8_t *row[8];                                                                \
+        for (int r = 0; r < 8; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes;  \
+        kq_kpacked pk[KQ_KPACK_BLOCKS];                                                       \
+        for (int t0 = 0; t0 < nt; t0 += KQ_KPACK_TOKENS) {                                    \
+            const int tn = nt - t0 < KQ_KPACK_TOKENS ? nt - t0 : KQ_KPACK_TOKENS;             \
+            __m256 acc[KQ_KPACK_TOKENS + 1];                                                  \
+            for (int t = 0; t <= tn; t++) acc[t] = _mm256_setzero_ps();                       \
+            for (int64_t b0 = 0; b0 < nb; b0 += KQ_KPACK_BLOCKS) {                            \
+                const int nbk = nb - b0 < KQ_KPACK_BLOCKS ? (int)(nb - b0) : KQ_KPACK_BLOCKS; \
+                kq_k_pack(type, row, b0, nbk, pk);                                            \
+                for (int t = 0; t < tn; t += 2) { /* pairs of tokens; a lone last one twice */ \
+                    const q8k_record *x0 = (const q8k_record *)((const uint8_t *)xq + (size_t)(t0 + t) * ldx) + b0; \
+                    const q8k_record *x1 = t + 1 < tn ? (const q8k_record *)((const uint8_t *)x0 + ldx) : x0; \
+                    __m256 a0 = acc[t], a1 = acc[t + 1];                                      \
+                    for (int i = 0; i < nbk; i++) kq_##V##_kpacked_dot2(type, &pk[i], x0 + i, x1 + i, &a0, &a1); \
+                    acc[t] = a0, acc[t + 1] = a1;                                             \
+                }                                                                             \
+            }                                                                                 \
+            for (int t = 0; t < tn; t++) kq_store_rows(out + (size_t)(t0 + t) * ldo, nr, acc[t]); \
+        }                                                                                     \
+    }
+
+/* the K formats: up to 8 rows, packed with enough tokens, else tiles of up to 4 rows */
+#define KQ_DEFINE_YMM_K(V, TARGET, NAME, TYPE)                                                    \
+    TARGET static void kq_##V##_dot_##NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
+                                          size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
+        if (nt >= Q8_PACK_MIN) {                                                              \
+            kq_##V##_kpacked(TYPE, w, row_bytes, nr, xq, ldx, nt, n, out, ldo);               \
+            return;                                                                           \
+        }                                                                                     \
+        for (; nr > 4; nr -= 4, w += 4 * row_bytes, out += 4)                                 \
+            kq_##V##_dot_##NAME(w, row_bytes, 4, xq, ldx, nt, n, out, ldo);                   \
+        KQ_YMM_DISPATCH(KQ_YMM_K_TILE, V, TYPE)                                                  \
+    }
+
 #define KQ_DEFINE_YMM(V, TARGET, NAME, TILE, TYPE)                                                \
     TARGET static void kq_##V##_dot_##NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
                                       size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
@@ -6925,11 +7096,12 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
     KQ_DEFINE_YMM_BLOCKS(V, TARGET, q5_0, GPT2_TYPE_Q5_0)                                     \
     KQ_DEFINE_YMM(V, TARGET, q5_1, KQ_YMM_B8_TILE, GPT2_TYPE_Q5_1)                                          \
     KQ_DEFINE_YMM_BLOCKS(V, TARGET, q8_0, GPT2_TYPE_Q8_0)                                     \
-    KQ_DEFINE_YMM(V, TARGET, q2_k, KQ_YMM_K_TILE, GPT2_TYPE_Q2_K)                                           \
-    KQ_DEFINE_YMM(V, TARGET, q3_k, KQ_YMM_K_TILE, GPT2_TYPE_Q3_K)                                           \
-    KQ_DEFINE_YMM(V, TARGET, q4_k, KQ_YMM_K_TILE, GPT2_TYPE_Q4_K)                                           \
-    KQ_DEFINE_YMM(V, TARGET, q5_k, KQ_YMM_K_TILE, GPT2_TYPE_Q5_K)                                           \
-    KQ_DEFINE_YMM(V, TARGET, q6_k, KQ_YMM_K_TILE, GPT2_TYPE_Q6_K)
+    KQ_DEFINE_YMM_KPACKED(V, TARGET)                                                          \
+    KQ_DEFINE_YMM_K(V, TARGET, q2_k, GPT2_TYPE_Q2_K)                                          \
+    KQ_DEFINE_YMM_K(V, TARGET, q3_k, GPT2_TYPE_Q3_K)                                          \
+    KQ_DEFINE_YMM_K(V, TARGET, q4_k, GPT2_TYPE_Q4_K)                                          \
+    KQ_DEFINE_YMM_K(V, TARGET, q5_k, GPT2_TYPE_Q5_K)                                          \
+    KQ_DEFINE_YMM_K(V, TARGET, q6_k, GPT2_TYPE_Q6_K)
 
 KQ_DEFINE_YMM_ALL(avx2, KQ_AVX2_TARGET)
 KQ_DEFINE_YMM_ALL(avxvnni, KQ_AVXVNNI_TARGET)

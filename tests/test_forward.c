@@ -619,6 +619,77 @@ static void test_wide_tiles(void **state) {
     report_paths("q8_0 and q4_0 tiles as wide as the driver calls them", names, n_paths);
 }
 
+/* The K formats' tiles as wide as the driver calls them: 8 rows and up to 64 activation
+   rows on AVX2, where they pack super-blocks 4 at a time and tokens 32 at a time. Every dot
+   equals the same path's dot alone, and where the path packs (AVX2) the scalar reference's. */
+static void test_wide_k_tiles(void **state) {
+    (void)state;
+    const kernel_table *paths[N_ALL_KERNEL_PATHS];
+    const char *names[N_ALL_KERNEL_PATHS];
+    int n_paths = kernel_tables(paths, names);
+    const gpt2_type types[] = {GPT2_TYPE_Q2_K, GPT2_TYPE_Q3_K, GPT2_TYPE_Q4_K, GPT2_TYPE_Q5_K, GPT2_TYPE_Q6_K};
+    const int64_t sizes[] = {256, 1280, 2304}; /* 1, 5 and 9 super-blocks */
+    const int nts[] = {1, 3, 4, 5, 32, 33, 64, 65};
+    enum { MAXT = 65, MAXR = 8 };
+    uint64_t seed = 47;
+    int compared = 0;
+    for (size_t ty = 0; ty < sizeof types / sizeof *types; ty++)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            const int type = (int)types[ty];
+            const int64_t n = sizes[si];
+            size_t row_bytes;
+            assert_int_equal(kq_row_bytes(type, n, &row_bytes), 0);
+            row_bytes += 3;
+            const size_t ldq = (size_t)(n / 256) * sizeof(q8k_record) + 64;
+            uint8_t *w = malloc(MAXR * row_bytes + 1);
+            float *v = malloc((size_t)n * sizeof *v);
+            uint8_t *q = alloc64(MAXT * ldq);
+            assert_true(w && v && q);
+            for (int r = 0; r < MAXR; r++) {
+                for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * (float)(r + 1) - (float)(r % 3) * 0.2f;
+                assert_int_equal(kq_quantize_row(type, v, n, w + 1 + (size_t)r * row_bytes), 0);
+            }
+            for (int t = 0; t < MAXT; t++) {
+                for (int64_t i = 0; i < n; i++) v[i] = gb_randf(&seed) * 3 - (float)(t % 3);
+                if (t == 7) v[5] = 40.0f; /* one large channel: the rest of its block rounds coarsely */
+                assert_int_equal(kq_quantize_act(type, v, n, q + (size_t)t * ldq), 0);
+            }
+            float ref[MAXT][MAXR];
+            kq_dot_fn scalar = kq_dot_for(type, KQ_ISA_SCALAR);
+            for (int t = 0; t < MAXT; t++)
+                for (int r = 0; r < MAXR; r++)
+                    scalar(w + 1 + (size_t)r * row_bytes, row_bytes, 1, q + (size_t)t * ldq, ldq, 1, n, &ref[t][r], 1);
+            for (int p = 0; p < n_paths; p++) {
+                const kernel_table *kt = paths[p];
+                const int rows = tile_rows(kt, (gpt2_type)type);
+                kq_dot_fn dot = kq_dot_for(type, kt->kq_isa);
+                float one[MAXT][MAXR];
+                for (int t = 0; t < MAXT; t++)
+                    for (int r = 0; r < MAXR; r++)
+                        dot(w + 1 + (size_t)r * row_bytes, row_bytes, 1, q + (size_t)t * ldq, ldq, 1, n, &one[t][r], 1);
+                for (int nr = 1; nr <= rows; nr++)
+                    for (size_t ti = 0; ti < sizeof nts / sizeof *nts; ti++) {
+                        const int nt = nts[ti];
+                        if (nt > (rows == 8 ? MATMUL_WIDE_TOKENS + 1 : 4)) continue;
+                        float got[MAXT][MAXR + 1];
+                        dot(w + 1, row_bytes, nr, q, ldq, nt, n, &got[0][0], MAXR + 1);
+                        for (int t = 0; t < nt; t++)
+                            for (int r = 0; r < nr; r++) {
+                                assert_memory_equal(&got[t][r], &one[t][r], sizeof(float));
+                                if (rows == 8) assert_memory_equal(&got[t][r], &ref[t][r], sizeof(float));
+                                assert_true(fabs(got[t][r] - ref[t][r]) <= 1e-5 * (1 + fabs(ref[t][r])) * sqrt((double)n));
+                            }
+                        compared++;
+                    }
+            }
+            free(w);
+            free(v);
+            free(q);
+        }
+    fprintf(stderr, "  %d tiles compared\n", compared);
+    report_paths("K-format tiles as wide as the driver calls them", names, n_paths);
+}
+
 /* f32 rows off a cache line take the two-halves loads: the same bits as rows on one */
 static void test_f32_rows_off_cache_lines(void **state) {
     (void)state;
@@ -971,6 +1042,7 @@ static int suite_forward(void) {
         cmocka_unit_test(test_quantize_output_safety),
         cmocka_unit_test(test_kernels_against_scalar),
         cmocka_unit_test(test_wide_tiles),
+        cmocka_unit_test(test_wide_k_tiles),
         cmocka_unit_test(test_q8_activations),
         cmocka_unit_test(test_f32_rows_off_cache_lines),
         cmocka_unit_test(test_vector_math_against_scalar),

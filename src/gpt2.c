@@ -1868,7 +1868,9 @@ static int kq_row_bytes(int type, int64_t n, size_t *out);
 static int kq_dequantize_row(int type, const uint8_t *src, int64_t n, float *out);
 static int kq_quantize_row(int type, const float *x, int64_t n, uint8_t *out);
 static bool kq_is_k(int type);
-static int kq_quantize_act(int type, const float *x, int64_t n, void *out);
+REFERENCE static int kq_quantize_act(int type, const float *x, int64_t n, void *out); /* scalar; tests */
+static void kq_quantize_k8_on(int isa, const float *x, int64_t n, q8k_record *y); /* a path's code */
+static void kq_residual_k8_on(int isa, const float *x, const q8k_record *y, int64_t n, float *r);
 static kq_dot_fn kq_dot_for(int type, int isa);  /* the tile of a type on a path, or a lesser one */
 static int kq_recipe(int ftype, const char *tensor_name, int layer, int n_layer, int64_t rows,
                      int64_t cols);
@@ -2064,7 +2066,7 @@ typedef struct {
 } quantize_task;
 
 static void quantize_row_act(const quantize_task *a, const float *x, uint8_t *row) {
-    if (kq_is_k(a->type)) kq_quantize_act(a->type, x, a->n, row);
+    if (kq_is_k(a->type)) kq_quantize_k8_on(a->kt->kq_isa, x, a->n, (q8k_record *)(void *)row);
     else a->kt->quantize_q8(x, a->n, (q8_group *)(void *)row);
 }
 
@@ -2081,8 +2083,7 @@ static void quantize_worker(void *arg, int ith, int nth) {
         uint8_t *row = a->xq + (size_t)(2 * t) * a->ldq;
         float *r = a->resid + t * a->n;
         quantize_row_act(a, x, row);
-        const q8k_record *k = (const q8k_record *)(const void *)row; /* K formats only */
-        for (int64_t i = 0; i < a->n; i++) r[i] = x[i] - k[i / 256].d * (float)k[i / 256].q[i % 256];
+        kq_residual_k8_on(a->kt->kq_isa, x, (const q8k_record *)(const void *)row, a->n, r); /* K formats only */
         quantize_row_act(a, r, row + a->ldq);
     }
 }
@@ -5825,7 +5826,12 @@ static void kq_quantize_k8(const float *x, int64_t n, q8k_record *y) {
     }
 }
 
-static int kq_quantize_act(int type, const float *x, int64_t n, void *out) {
+/* what rounding to y left over: x - d * q per number (two_pass's second row) */
+static void kq_residual_k8(const float *x, const q8k_record *y, int64_t n, float *r) {
+    for (int64_t i = 0; i < n; i++) r[i] = x[i] - y[i / KQ_QKK].d * (float)y[i / KQ_QKK].q[i % KQ_QKK];
+}
+
+REFERENCE static int kq_quantize_act(int type, const float *x, int64_t n, void *out) {
     if (!x || !out || !kq_act_bytes(type, n)) return -1;
     if (kq_is_b8(type)) kq_quantize_b8(x, n, (q8_group *)out);
     else kq_quantize_k8(x, n, (q8k_record *)out);
@@ -6581,10 +6587,9 @@ static kq_dot_fn kq_dot_for(int type, int isa) {
  *        acc = fma(float(corr), (m_w * -1/128) * d_x, acc)]; the lanes reduced at the end.
  *        ymm q4_0 / q5_0 / q8_0 instead add each block's lanes up first (exact), then
  *        acc_even|odd += (d_w * d_x) * float(sum), as q8_0's AVX2 tile (§B)
- *   K8:  zmm: per super-block, the lanes' int32 sums S (and M for the mins): acc =
- *        fma(float(S), d_x * d, acc) [acc = fnma(float(M), d_x * dmin, acc)]; reduced at the
- *        end. ymm: the lanes added up first (exact), then the scalar reference's steps,
- *        acc += (d_x * d) * float(S) [acc -= (d_x * dmin) * float(M)]: its bits
+ *   K8:  per super-block, the lanes' int32 sums added up (exact) to S (and M for the mins),
+ *        then the scalar reference's steps, acc += (d_x * d) * float(S) [acc -= (d_x * dmin)
+ *        * float(M)]: its bits, on every path and in every tile shape
  * The same steps in the same order for every (row, token) whatever the tile shape.
  * ---------------------------------------------------------------------------------------- */
 #define KQ_INLINE inline __attribute__((always_inline))
@@ -6788,6 +6793,68 @@ KQ_AVX2_TARGET static KQ_INLINE __m256i kq_k_scale_words(__m128i sc, int r) {
     const __m128i ctl = _mm_set_epi64x((long long)(0x0101010101010101ULL * (uint64_t)(2 * r + 1)),
                                        (long long)(0x0101010101010101ULL * (uint64_t)(2 * r)));
     return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, ctl));
+}
+
+/* ---- K activations (q8k_record) with AVX2: the scalar kq_quantize_k8's bits ----
+   The same largest magnitude (NaN ignored: vmaxps returns its second operand) and the first
+   number that has it, the same multiply, clamps and rounding per number; the sums are exact. */
+KQ_AVX2_TARGET static void kq_quantize_k8_avx2(const float *x, int64_t n, q8k_record *y) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / KQ_QKK; b++, x += KQ_QKK, y++) {
+        memset(y, 0, sizeof *y);
+        __m256 mx = _mm256_setzero_ps();
+        for (int i = 0; i < KQ_QKK; i += 8) mx = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)), mx);
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (amax > 0.0f && amax <= FLT_MAX) {
+            float m = 0.0f;
+            const __m256 va = _mm256_set1_ps(amax);
+            for (int i = 0; i < KQ_QKK; i += 8) {
+                int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)), va, _CMP_EQ_OQ));
+                if (hit) {
+                    m = x[i + __builtin_ctz((unsigned)hit)];
+                    break;
+                }
+            }
+            const float iscale = -127.0f / m;
+            const __m256 vs = _mm256_set1_ps(iscale), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+            const __m256 magic = _mm256_set1_ps(12582912.0f);
+            for (int i = 0; i < KQ_QKK; i += 32) {
+                __m256i q[4];
+                for (int k = 0; k < 4; k++) {
+                    __m256 r = _mm256_mul_ps(vs, _mm256_loadu_ps(x + i + 8 * k));
+                    r = _mm256_max_ps(_mm256_min_ps(r, hi), lo); /* r < 127 ? r : 127, then > -127 */
+                    r = _mm256_sub_ps(_mm256_add_ps(r, magic), magic); /* to nearest, ties to even */
+                    q[k] = _mm256_cvttps_epi32(r);
+                }
+                __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+                p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                _mm256_storeu_si256((__m256i *)(void *)(y->q + i), p);
+            }
+            y->d = 1.0f / iscale;
+        }
+        for (int j = 0; j < 16; j += 2) { /* 4-number sums, then 16 */
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(y->q + 16 * j));
+            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
+            s = _mm256_hadd_epi32(s, s);
+            s = _mm256_hadd_epi32(s, s);
+            y->bsum[j] = (int16_t)_mm256_cvtsi256_si32(s);
+            y->bsum[j + 1] = (int16_t)_mm_cvtsi128_si32(_mm256_extracti128_si256(s, 1));
+        }
+    }
+}
+
+/* two_pass's leftover x - d * q of each number, as kq_residual_k8 computes it */
+KQ_AVX2_TARGET static void kq_residual_k8_avx2(const float *x, const q8k_record *k, int64_t n, float *r) {
+    for (int64_t b = 0; b < n / KQ_QKK; b++, k++, x += KQ_QKK, r += KQ_QKK) {
+        const __m256 d = _mm256_set1_ps(k->d);
+        for (int i = 0; i < KQ_QKK; i += 8) {
+            const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(k->q + i))));
+            _mm256_storeu_ps(r + i, _mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_mul_ps(d, q)));
+        }
+    }
 }
 
 /* ==== ymm tiles: rows one after another for one token; a 4 x 2 tile of (row, token) pairs
@@ -7247,8 +7314,8 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_run64(int type, const uint8_t *b,
     do {                                                                                      \
         const int bb = kq_block_bytes(TYPE);                                                  \
         const int64_t nb = n / KQ_QKK;                                                           \
-        __m512 acc[NR][NT];                                                                   \
-        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps(); \
+        float acc[NR][NT];                                                                    \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = 0.0f; \
         for (int64_t blk = 0; blk < nb; blk++) {                                              \
             KQ_UNROLL for (int r = 0; r < NR; r++) {                                             \
                 const uint8_t *b = w + (size_t)r * row_bytes + (size_t)blk * (size_t)bb;      \
@@ -7272,16 +7339,17 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_run64(int type, const uint8_t *b,
                     if (kq_k_offset_shift(TYPE))                                                 \
                         si[t] = _mm512_sub_epi32(si[t], _mm512_zextsi256_si512(_mm256_slli_epi32(   \
                                     _mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(ks.sc)), kq_k_offset_shift(TYPE)))); \
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[t]), _mm512_set1_ps(x->d * ks.d), acc[r][t]); \
+                    const float p = (x->d * ks.d) * (float)_mm512_reduce_add_epi32(si[t]);     \
+                    acc[r][t] += p;                                                           \
                     if (kq_k_min(TYPE)) {                                                        \
-                        __m256i mi = _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn));       \
-                        acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(mi)), \
-                                                     _mm512_set1_ps(x->d * ks.dmin), acc[r][t]); \
+                        const __m256i mi = _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn)); \
+                        const float pm = (x->d * ks.dmin) * (float)kq_hsum_i32(mi);             \
+                        acc[r][t] -= pm;                                                      \
                     }                                                                         \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]); \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = acc[r][t]; \
     } while (0)
 
 #define KQ_DEFINE_ZMM(V, TARGET, NAME, TILE, TYPE)                                                \
@@ -7326,3 +7394,26 @@ static kq_dot_fn kq_dot_simd_of(int type, int isa) {
     return NULL;
 }
 #endif
+
+/* the K formats' activations on a path (x86: AVX2 code on every SIMD path, with the scalar
+   code's bits), and two_pass's leftover */
+static void kq_quantize_k8_on(int isa, const float *x, int64_t n, q8k_record *y) {
+#ifdef GPT2_X86
+    if (isa != KQ_ISA_SCALAR) {
+        kq_quantize_k8_avx2(x, n, y);
+        return;
+    }
+#endif
+    (void)isa;
+    kq_quantize_k8(x, n, y);
+}
+static void kq_residual_k8_on(int isa, const float *x, const q8k_record *y, int64_t n, float *r) {
+#ifdef GPT2_X86
+    if (isa != KQ_ISA_SCALAR) {
+        kq_residual_k8_avx2(x, y, n, r);
+        return;
+    }
+#endif
+    (void)isa;
+    kq_residual_k8(x, y, n, r);
+}

@@ -621,7 +621,7 @@ static void test_wide_tiles(void **state) {
 
 /* The K formats' tiles as wide as the driver calls them: 8 rows and up to 64 activation
    rows on AVX2, where they pack super-blocks 4 at a time and tokens 32 at a time. Every dot
-   equals the same path's dot alone, and where the path packs (AVX2) the scalar reference's. */
+   equals the same path's dot alone and the scalar reference's, on every path. */
 static void test_wide_k_tiles(void **state) {
     (void)state;
     const kernel_table *paths[N_ALL_KERNEL_PATHS];
@@ -676,7 +676,7 @@ static void test_wide_k_tiles(void **state) {
                         for (int t = 0; t < nt; t++)
                             for (int r = 0; r < nr; r++) {
                                 assert_memory_equal(&got[t][r], &one[t][r], sizeof(float));
-                                if (rows == 8) assert_memory_equal(&got[t][r], &ref[t][r], sizeof(float));
+                                assert_memory_equal(&got[t][r], &ref[t][r], sizeof(float));
                                 assert_true(fabs(got[t][r] - ref[t][r]) <= 1e-5 * (1 + fabs(ref[t][r])) * sqrt((double)n));
                             }
                         compared++;
@@ -733,6 +733,57 @@ static void test_f32_rows_off_cache_lines(void **state) {
 /* q8_0 activations: blocks of 32 with d = max|x| / 127, q rounded half to even, the lane
    scales and corrections the kernels expect, a zero lone block B, and no trouble with
    non-finite input */
+/* the K formats' activations (q8k_record) and two_pass's leftover on every path: the
+   scalar code's bytes, whatever the input (ties in magnitude of either sign, NaN, infinities,
+   zeros, subnormals, rounding ties) */
+static void test_k8_activations(void **state) {
+    (void)state;
+    const kernel_table *paths[N_ALL_KERNEL_PATHS];
+    const char *names[N_ALL_KERNEL_PATHS];
+    int n_paths = kernel_tables(paths, names);
+    enum { NB = 12, N = NB * 256 };
+    static float x[N], r_ref[N], r_got[N];
+    static q8k_record ref[NB], got[NB];
+    uint64_t seed = 5;
+    for (int i = 0; i < N; i++) x[i] = gb_randf(&seed) * 15.0f; /* -3 .. 3 */
+    x[3] = -3.5f; x[200] = 3.5f;                  /* block 0: -3.5 first, so d > 0 */
+    x[256 + 10] = 2.5f; x[256 + 20] = -2.5f;      /* block 1 */
+    for (int i = 512; i < 768; i++) x[i] = 0.0f;  /* block 2: all zero */
+    x[768 + 7] = NAN;                             /* block 3: NaN among numbers */
+    x[1024 + 9] = INFINITY;                       /* block 4: an infinity: all zero */
+    for (int i = 1280; i < 1536; i++) x[i] = 1e-40f * (float)(i % 5); /* block 5: subnormals */
+    for (int i = 1536; i < 1792; i++) x[i] = (float)(i % 255) - 127.0f; /* block 6: d = 1 */
+    x[1536] = -127.0f;                                                  /* first: d = 1 */
+    x[1536 + 1] = 0.5f; x[1536 + 2] = 1.5f; x[1536 + 3] = -2.5f;        /* ties to even */
+    for (int i = 1792; i < 2048; i++) x[i] = -0.0f; /* block 7: negative zeros */
+    x[2048 + 100] = 1e30f;                        /* block 8: one huge number */
+    kq_quantize_act(GPT2_TYPE_Q4_K, x, N, ref);
+    /* scalar two_pass leftover, then its quantization */
+    kq_residual_k8_on(KQ_ISA_SCALAR, x, ref, N, r_ref);
+    for (int p = 0; p < n_paths; p++) {
+        memset(got, 0x55, sizeof got);
+        kq_quantize_k8_on(paths[p]->kq_isa, x, N, got);
+        for (int b = 0; b < NB; b++) assert_memory_equal(&got[b], &ref[b], sizeof ref[b]);
+        memset(r_got, 0x55, sizeof r_got);
+        kq_residual_k8_on(paths[p]->kq_isa, x, got, N, r_got);
+        assert_memory_equal(r_got, r_ref, sizeof r_ref);
+    }
+    /* and what the scalar code gives is what it should */
+    assert_true(ref[0].d > 0.0f && ref[0].q[3] == -127 && ref[0].q[200] == 127);
+    for (int b = 2; b <= 4; b += 2) {
+        assert_true(ref[b].d == 0.0f);
+        for (int i = 0; i < 256; i++) assert_int_equal(ref[b].q[i], 0);
+    }
+    assert_true(ref[6].d == 1.0f && ref[6].q[1] == 0 && ref[6].q[2] == 2 && ref[6].q[3] == -2);
+    for (int b = 0; b < NB; b++)
+        for (int j = 0; j < 16; j++) {
+            int sum = 0;
+            for (int i = 0; i < 16; i++) sum += ref[b].q[16 * j + i];
+            assert_int_equal(ref[b].bsum[j], sum);
+        }
+    report_paths("K activations against the scalar code", names, n_paths);
+}
+
 static void test_q8_activations(void **state) {
     (void)state;
     float x[96];
@@ -1043,6 +1094,7 @@ static int suite_forward(void) {
         cmocka_unit_test(test_kernels_against_scalar),
         cmocka_unit_test(test_wide_tiles),
         cmocka_unit_test(test_wide_k_tiles),
+        cmocka_unit_test(test_k8_activations),
         cmocka_unit_test(test_q8_activations),
         cmocka_unit_test(test_f32_rows_off_cache_lines),
         cmocka_unit_test(test_vector_math_against_scalar),

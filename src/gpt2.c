@@ -1937,14 +1937,18 @@ typedef enum {
 #ifndef MATMUL_X_BUDGET
 #define MATMUL_X_BUDGET (512 * 1024) /* bytes of activations kept in L2 per token chunk */
 #endif
-#define MATMUL_WIDE_TOKENS 64 /* activation rows per call to a tile of 8 rows (tile_rows) */
+#define MATMUL_WIDE_TOKENS 64 /* activation rows per call to a tile of 8 or 16 rows (tile_rows) */
 
-/* The weight rows a quantized tile takes at once: 4, or 8 where it packs them (q8_0 on paths
-   whose kernel_table.q8_rows says so; q4_0 and the K formats on AVX2's tiles of §D) */
+/* The weight rows a quantized tile takes at once: 4, or 8 or 16 where it packs them (q8_0 on
+   paths whose kernel_table.q8_rows says so; q4_0 and the K formats on AVX2's tiles of §D, the
+   K formats 16 at a time on AVX-512's) */
+#define MATMUL_MAX_TILE_ROWS 16
 static int tile_rows(const kernel_table *kt, gpt2_type t) {
+    const bool ymm = kt->kq_isa == KQ_ISA_AVX2 || kt->kq_isa == KQ_ISA_AVXVNNI;
+    const bool zmm = kt->kq_isa == KQ_ISA_AVX512 || kt->kq_isa == KQ_ISA_AVX512VNNI;
     if (t == GPT2_TYPE_Q8_0) return kt->q8_rows;
-    if ((t == GPT2_TYPE_Q4_0 || kq_is_k((int)t)) && (kt->kq_isa == KQ_ISA_AVX2 || kt->kq_isa == KQ_ISA_AVXVNNI))
-        return 8;
+    if (kq_is_k((int)t) && zmm) return 16;
+    if ((t == GPT2_TYPE_Q4_0 || kq_is_k((int)t)) && ymm) return 8;
     return 4;
 }
 /* out[t][r] for t < T and r in [r0, r1): x is (T, w->cols), out is (T, ldo); for quantized
@@ -1952,18 +1956,19 @@ static int tile_rows(const kernel_table *kt, gpt2_type t) {
    (token t's rows 2t and 2t+1, whose products are added).
    Tokens go in chunks whose activations fit in L2 (reused for every weight row); within a
    chunk, tiles of 4 weight rows x 4 activation rows, or where the tiles pack their rows
-   (tile_rows) 8 rows x up to 64 tokens, so the packing is paid once for many. */
+   (tile_rows) 8 or 16 rows x up to 64 tokens, so the packing is paid once for many. */
 static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bias, const float *x,
                         const uint8_t *xq, size_t ldq, bool two_pass, int T, float *out, int64_t ldo,
                         int64_t r0, int64_t r1, epilogue e) {
     dot_tile_fn dot = kt->dot[wt_index(w->type)];
     kq_dot_fn qdot = w->type != GPT2_TYPE_Q8_0 && xq ? kq_dot_for((int)w->type, kt->kq_isa) : NULL;
-    const bool wide = xq && tile_rows(kt, w->type) == 8; /* 8 rows x many tokens */
+    const int rows = xq ? tile_rows(kt, w->type) : 4;
+    const bool wide = rows > 4; /* 8 or 16 rows x many tokens */
     const uint8_t *base = (const uint8_t *)w->data;
     const size_t cols = (size_t)w->cols;
     const int per = two_pass ? 2 : 1;        /* activation rows per token */
     const int tstep = (wide ? MATMUL_WIDE_TOKENS : 4) / per; /* tokens per tile */
-    const int ldd = wide ? 8 : 4;            /* floats between two tokens' rows in d */
+    const int ldd = wide ? rows : 4;         /* floats between two tokens' rows in d */
     size_t token_bytes = xq ? (size_t)per * ldq : cols * sizeof(float);
     int chunk = (int)((MATMUL_X_BUDGET) / token_bytes);
     chunk = chunk < 4 ? 4 : chunk / 4 * 4;
@@ -1973,14 +1978,14 @@ static void matmul_rows(const kernel_table *kt, const matrix *w, const float *bi
            tiles of one row and up to 4 tokens read each row in one sequential stream, which
            runs faster than 4 interleaved ones. Quantized tiles do more work per weight row,
            so sharing the activations' loads over 4 rows matters more there (README). */
-        const int step = wide ? 8 : !xq && t1 - t0 > 1 && t1 - t0 <= 4 ? 1 : 4;
+        const int step = wide ? rows : !xq && t1 - t0 > 1 && t1 - t0 <= 4 ? 1 : 4;
         for (int64_t r = r0; r < r1; r += step) {
             int nr = r1 - r < step ? (int)(r1 - r) : step;
             for (int t = t0; t < t1; t += tstep) {
                 int nt = t1 - t < tstep ? t1 - t : tstep;
                 const uint8_t *wr = base + (size_t)r * w->row_bytes;
                 const uint8_t *xr = xq ? xq + (size_t)(t * per) * ldq : NULL; /* float weights: none */
-                float d[MATMUL_WIDE_TOKENS * 8]; /* (per * nt, ldd) */
+                float d[MATMUL_WIDE_TOKENS * MATMUL_MAX_TILE_ROWS]; /* (per * nt, ldd) */
                 /* plain and GELU outputs go straight into out (the bias follows below) */
                 const bool direct = e != EPI_ADD && !two_pass;
                 float *dst = direct ? out + (size_t)t * (size_t)ldo + r : d;
@@ -2270,9 +2275,9 @@ int32_t gpt2_context_size(const gpt2_context *c) { return c ? c->n_ctx : 0; }
    two_pass, which only the K formats take: see forward()). */
 static void matmul_pass(gpt2_context *c, const matrix *w, const float *bias, const float *x, int T,
                         float *out, epilogue e, bool two_pass) {
-    /* about 8 chunks per thread, whole tiles of 8 rows */
+    /* about 8 chunks per thread, whole tiles of up to 16 rows */
     const int nth = pool_threads(c->pool);
-    int64_t chunk = nth == 1 ? w->rows : (w->rows / (8 * nth) + 7) / 8 * 8;
+    int64_t chunk = nth == 1 ? w->rows : (w->rows / (8 * nth) + 15) / 16 * 16;
     matmul_task a = {c->m->kt, w, bias, x, NULL, 0, false, T, out, w->rows, e, 0, chunk < 16 ? 16 : chunk};
     if (w->type != GPT2_TYPE_F32 && w->type != GPT2_TYPE_F16 && w->type != GPT2_TYPE_BF16) {
         size_t ldq = kq_is_k((int)w->type) ? (size_t)(w->cols / 256) * sizeof(q8k_record)
@@ -7362,17 +7367,128 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_run64(int type, const uint8_t *b,
         KQ_TILE_SWITCH(TILE, V, TYPE)                                                            \
     }
 
+/* ==== packed K tiles on zmm: 16 rows x many tokens ====
+   The ymm packing of §D twice (rows 0-7, 8-15) side by side: lane r of every vector is row
+   r, and the same integer sums and float steps per row as everywhere (the scalar's bits). */
+#define KQ_KPACK16_BLOCKS 2 /* super-blocks packed at a time: 2 x 6272 bytes, in L1 */
+typedef struct {
+    __m512i w[64], sc[16], fix[8]; /* as kq_kpacked's, 16 rows */
+    __m512 d, dmin;
+} kq_kpacked16;
+
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_join(__m256i lo, __m256i hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+KQ_AVX512_TARGET static KQ_INLINE void kq_k_pack16(int type, const uint8_t *const row[16], int64_t b0, int nbk,
+                                                   kq_kpacked16 *p) {
+    for (int i = 0; i < nbk; i++) {
+        kq_kpacked h[2];
+        kq_k_pack(type, row, b0 + i, 1, &h[0]);
+        kq_k_pack(type, row + 8, b0 + i, 1, &h[1]);
+        for (int k = 0; k < 64; k++) p[i].w[k] = kq_join(h[0].w[k], h[1].w[k]);
+        for (int k = 0; k < 16; k++) p[i].sc[k] = kq_join(h[0].sc[k], h[1].sc[k]);
+        for (int k = 0; k < 8; k++) p[i].fix[k] = kq_join(h[0].fix[k], h[1].fix[k]);
+        p[i].d = _mm512_castsi512_ps(kq_join(_mm256_castps_si256(h[0].d), _mm256_castps_si256(h[1].d)));
+        p[i].dmin = _mm512_castsi512_ps(kq_join(_mm256_castps_si256(h[0].dmin), _mm256_castps_si256(h[1].dmin)));
+    }
+}
+
+KQ_AVX512_TARGET static KQ_INLINE __m512 kq_k_acc16(int type, const kq_kpacked16 *p, float dx, __m512i S, __m512i F,
+                                                    __m512 acc) {
+    if (kq_k_offset_shift(type)) S = _mm512_sub_epi32(S, _mm512_slli_epi32(F, kq_k_offset_shift(type)));
+    const __m512 vx = _mm512_set1_ps(dx);
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(vx, p->d), _mm512_cvtepi32_ps(S)));
+    if (kq_k_min(type)) acc = _mm512_sub_ps(acc, _mm512_mul_ps(_mm512_mul_ps(vx, p->dmin), _mm512_cvtepi32_ps(F)));
+    return acc;
+}
+
+KQ_AVX512_TARGET static KQ_INLINE __m512i kq_bcast4z(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+#define KQ_DEFINE_ZMM_KPACKED(V, TARGET)                                                          \
+    TARGET static KQ_INLINE void kq_##V##_kpacked16_dot2(int type, const kq_kpacked16 *p, const q8k_record *x0, \
+                                                      const q8k_record *x1, __m512 *acc0, __m512 *acc1) { \
+        const int g16 = kq_k_g16(type);                                                       \
+        __m512i S0 = _mm512_setzero_si512(), S1 = S0, F0 = S0, F1 = S0;                       \
+        KQ_UNROLL for (int q = 0; q < 8; q++)                                                 \
+            KQ_UNROLL for (int g0 = 0; g0 < 8; g0 += g16) {                                   \
+                __m512i s0 = _mm512_setzero_si512(), s1 = s0;                                 \
+                KQ_UNROLL for (int g = g0; g < g0 + g16; g++) {                               \
+                    const __m512i w = p->w[8 * q + g];                                        \
+                    s0 = _mm512_add_epi16(s0, _mm512_maddubs_epi16(w, kq_bcast4z(x0->q + 32 * q + 4 * g))); \
+                    s1 = _mm512_add_epi16(s1, _mm512_maddubs_epi16(w, kq_bcast4z(x1->q + 32 * q + 4 * g))); \
+                }                                                                             \
+                const __m512i sc = p->sc[2 * q + g0 / 4];                                     \
+                S0 = kq_##V##_dpwssd(S0, s0, sc);                                             \
+                S1 = kq_##V##_dpwssd(S1, s1, sc);                                             \
+            }                                                                                 \
+        KQ_UNROLL for (int l = 0; l < 8; l++) {                                               \
+            F0 = kq_##V##_dpwssd(F0, p->fix[l], kq_bcast4z(x0->bsum + 2 * l));                 \
+            F1 = kq_##V##_dpwssd(F1, p->fix[l], kq_bcast4z(x1->bsum + 2 * l));                 \
+        }                                                                                     \
+        *acc0 = kq_k_acc16(type, p, x0->d, S0, F0, *acc0);                                    \
+        *acc1 = kq_k_acc16(type, p, x1->d, S1, F1, *acc1);                                    \
+    }                                                                                         \
+    TARGET static KQ_INLINE void kq_##V##_kpacked16(int type, const uint8_t *w, size_t row_bytes, int nr,   \
+                                                   const void *xq, size_t ldx, int nt, int64_t n, float *out, \
+                                                   size_t ldo) {                              \
+        const int64_t nb = n / KQ_QKK;                                                        \
+        const uint8_t *row[16];                                                               \
+        for (int r = 0; r < 16; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes; \
+        const __mmask16 keep = (__mmask16)((1u << nr) - 1);                                   \
+        kq_kpacked16 pk[KQ_KPACK16_BLOCKS];                                                   \
+        for (int t0 = 0; t0 < nt; t0 += KQ_KPACK_TOKENS) {                                    \
+            const int tn = nt - t0 < KQ_KPACK_TOKENS ? nt - t0 : KQ_KPACK_TOKENS;             \
+            __m512 acc[KQ_KPACK_TOKENS + 1];                                                  \
+            for (int t = 0; t <= tn; t++) acc[t] = _mm512_setzero_ps();                       \
+            for (int64_t b0 = 0; b0 < nb; b0 += KQ_KPACK16_BLOCKS) {                          \
+                const int nbk = nb - b0 < KQ_KPACK16_BLOCKS ? (int)(nb - b0) : KQ_KPACK16_BLOCKS; \
+                kq_k_pack16(type, row, b0, nbk, pk);                                          \
+                for (int t = 0; t < tn; t += 2) { /* pairs of tokens; a lone last one twice */ \
+                    const q8k_record *x0 = (const q8k_record *)((const uint8_t *)xq + (size_t)(t0 + t) * ldx) + b0; \
+                    const q8k_record *x1 = t + 1 < tn ? (const q8k_record *)((const uint8_t *)x0 + ldx) : x0; \
+                    __m512 a0 = acc[t], a1 = acc[t + 1];                                      \
+                    for (int i = 0; i < nbk; i++) kq_##V##_kpacked16_dot2(type, &pk[i], x0 + i, x1 + i, &a0, &a1); \
+                    acc[t] = a0, acc[t + 1] = a1;                                             \
+                }                                                                             \
+            }                                                                                 \
+            for (int t = 0; t < tn; t++) _mm512_mask_storeu_ps(out + (size_t)(t0 + t) * ldo, keep, acc[t]); \
+        }                                                                                     \
+    }
+
+/* the K formats on zmm: up to 16 rows, packed with enough tokens, else tiles of up to 4 */
+#define KQ_DEFINE_ZMM_K(V, TARGET, NAME, TYPE)                                                    \
+    TARGET static void kq_##V##_dot_##NAME(const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
+                                          size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
+        if (nt >= Q8_PACK_MIN) {                                                              \
+            kq_##V##_kpacked16(TYPE, w, row_bytes, nr, xq, ldx, nt, n, out, ldo);             \
+            return;                                                                           \
+        }                                                                                     \
+        for (; nr > 4; nr -= 4, w += 4 * row_bytes, out += 4)                                 \
+            kq_##V##_dot_##NAME(w, row_bytes, 4, xq, ldx, nt, n, out, ldo);                   \
+        if (nt == 1) {                                                                        \
+            for (int rr = 0; rr < nr; rr++, w += row_bytes, out++) KQ_ZMM_K_TILE(V, TYPE, 1, 1); \
+            return;                                                                           \
+        }                                                                                     \
+        KQ_TILE_SWITCH(KQ_ZMM_K_TILE, V, TYPE)                                                   \
+    }
+
 #define KQ_DEFINE_ZMM_ALL(V, TARGET)                                                              \
     KQ_DEFINE_ZMM(V, TARGET, q4_0, KQ_ZMM_B8_TILE, GPT2_TYPE_Q4_0)                                          \
     KQ_DEFINE_ZMM(V, TARGET, q4_1, KQ_ZMM_B8_TILE, GPT2_TYPE_Q4_1)                                          \
     KQ_DEFINE_ZMM(V, TARGET, q5_0, KQ_ZMM_B8_TILE, GPT2_TYPE_Q5_0)                                          \
     KQ_DEFINE_ZMM(V, TARGET, q5_1, KQ_ZMM_B8_TILE, GPT2_TYPE_Q5_1)                                          \
     KQ_DEFINE_ZMM(V, TARGET, q8_0, KQ_ZMM_B8_TILE, GPT2_TYPE_Q8_0)                                          \
-    KQ_DEFINE_ZMM(V, TARGET, q2_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q2_K)                                           \
-    KQ_DEFINE_ZMM(V, TARGET, q3_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q3_K)                                           \
-    KQ_DEFINE_ZMM(V, TARGET, q4_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q4_K)                                           \
-    KQ_DEFINE_ZMM(V, TARGET, q5_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q5_K)                                           \
-    KQ_DEFINE_ZMM(V, TARGET, q6_k, KQ_ZMM_K_TILE, GPT2_TYPE_Q6_K)
+    KQ_DEFINE_ZMM_KPACKED(V, TARGET)                                                          \
+    KQ_DEFINE_ZMM_K(V, TARGET, q2_k, GPT2_TYPE_Q2_K)                                           \
+    KQ_DEFINE_ZMM_K(V, TARGET, q3_k, GPT2_TYPE_Q3_K)                                           \
+    KQ_DEFINE_ZMM_K(V, TARGET, q4_k, GPT2_TYPE_Q4_K)                                           \
+    KQ_DEFINE_ZMM_K(V, TARGET, q5_k, GPT2_TYPE_Q5_K)                                           \
+    KQ_DEFINE_ZMM_K(V, TARGET, q6_k, GPT2_TYPE_Q6_K)
 
 KQ_DEFINE_ZMM_ALL(avx512, KQ_AVX512_TARGET)
 KQ_DEFINE_ZMM_ALL(avx512vnni, KQ_AVX512VNNI_TARGET)

@@ -619,8 +619,9 @@ static void test_wide_tiles(void **state) {
     report_paths("q8_0 and q4_0 tiles as wide as the driver calls them", names, n_paths);
 }
 
-/* The K formats' tiles as wide as the driver calls them: 8 rows and up to 64 activation
-   rows on AVX2, where they pack super-blocks 4 at a time and tokens 32 at a time. Every dot
+/* The K formats' tiles as wide as the driver calls them: 8 rows (AVX2) or 16 (AVX-512) and up
+   to 64 activation rows, where they pack super-blocks 4 or 2 at a time and tokens 32 at a
+   time. Every dot
    equals the same path's dot alone and the scalar reference's, on every path. */
 static void test_wide_k_tiles(void **state) {
     (void)state;
@@ -630,7 +631,7 @@ static void test_wide_k_tiles(void **state) {
     const gpt2_type types[] = {GPT2_TYPE_Q2_K, GPT2_TYPE_Q3_K, GPT2_TYPE_Q4_K, GPT2_TYPE_Q5_K, GPT2_TYPE_Q6_K};
     const int64_t sizes[] = {256, 1280, 2304}; /* 1, 5 and 9 super-blocks */
     const int nts[] = {1, 3, 4, 5, 32, 33, 64, 65};
-    enum { MAXT = 65, MAXR = 8 };
+    enum { MAXT = 65, MAXR = 16 };
     uint64_t seed = 47;
     int compared = 0;
     for (size_t ty = 0; ty < sizeof types / sizeof *types; ty++)
@@ -670,7 +671,7 @@ static void test_wide_k_tiles(void **state) {
                 for (int nr = 1; nr <= rows; nr++)
                     for (size_t ti = 0; ti < sizeof nts / sizeof *nts; ti++) {
                         const int nt = nts[ti];
-                        if (nt > (rows == 8 ? MATMUL_WIDE_TOKENS + 1 : 4)) continue;
+                        if (nt > (rows > 4 ? MATMUL_WIDE_TOKENS + 1 : 4)) continue;
                         float got[MAXT][MAXR + 1];
                         dot(w + 1, row_bytes, nr, q, ldq, nt, n, &got[0][0], MAXR + 1);
                         for (int t = 0; t < nt; t++)

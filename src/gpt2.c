@@ -6664,12 +6664,25 @@ KQ_AVX2_TARGET static KQ_INLINE float kq_hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 KQ_AVX2_TARGET static KQ_INLINE float kq_h2f(const uint8_t *p) { return _cvtsh_ss(rd16(p)); }
-/* the 8 int32 lanes added up (exact, in any order) */
-KQ_AVX2_TARGET static KQ_INLINE int32_t kq_hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-    return _mm_cvtsi128_si32(s);
+/* the scalar reference's float steps of one super-block in lane 0 of acc: acc + (dx * d) *
+   float(S) [then - (dx * dmin) * float(M)], S and M the sums of the lanes of s and m (exact),
+   kept in vector registers (the products of d and dmin by dx taken side by side) */
+KQ_AVX2_TARGET static KQ_INLINE __m128 kq_k_tail(bool has_min, __m256i s, __m256i m, float dx, float d, float dmin,
+                                                 __m128 acc) {
+    __m128i h;
+    if (has_min) {
+        const __m256i sm = _mm256_hadd_epi32(s, m); /* s01 s23 m01 m23 | s45 s67 m45 m67 */
+        h = _mm_add_epi32(_mm256_castsi256_si128(sm), _mm256_extracti128_si256(sm, 1));
+        h = _mm_hadd_epi32(h, h);                   /* S M S M */
+    } else {
+        h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 1)); /* S in lane 0 */
+    }
+    const __m128 p = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dx), _mm_setr_ps(d, dmin, 0.0f, 0.0f)), _mm_cvtepi32_ps(h));
+    acc = _mm_add_ss(acc, p);
+    if (has_min) acc = _mm_sub_ss(acc, _mm_movehdup_ps(p));
+    return acc;
 }
 
 /* ---- B8 weights: one block of 32 -> 32 unsigned bytes in element order ---- */
@@ -6897,8 +6910,8 @@ KQ_AVX2_TARGET static void kq_residual_k8_avx2(const float *x, const q8k_record 
     do {                                                                                      \
         const int bb = kq_block_bytes(TYPE);                                                  \
         const int64_t nb = n / KQ_QKK;                                                           \
-        float acc[NR][NT];                                                                    \
-        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = 0.0f; \
+        __m128 acc[NR][NT]; /* in lane 0 */                                                   \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm_setzero_ps(); \
         for (int64_t blk = 0; blk < nb; blk++) {                                              \
             KQ_UNROLL for (int r = 0; r < NR; r++) {                                             \
                 const uint8_t *b = w + (size_t)r * row_bytes + (size_t)blk * (size_t)bb;      \
@@ -6919,17 +6932,12 @@ KQ_AVX2_TARGET static void kq_residual_k8_avx2(const float *x, const q8k_record 
                     const __m256i bs = kq_ld256(x->bsum);                                        \
                     if (kq_k_offset_shift(TYPE))                                                 \
                         si[t] = _mm256_sub_epi32(si[t], _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(ks.sc)), kq_k_offset_shift(TYPE))); \
-                    const float p = (x->d * ks.d) * (float)kq_hsum_i32(si[t]);                  \
-                    acc[r][t] += p;                                                           \
-                    if (kq_k_min(TYPE)) {                                                        \
-                        const __m256i mi = _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn)); \
-                        const float pm = (x->d * ks.dmin) * (float)kq_hsum_i32(mi);             \
-                        acc[r][t] -= pm;                                                      \
-                    }                                                                         \
+                    const __m256i mi = kq_k_min(TYPE) ? _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn)) : bs; \
+                    acc[r][t] = kq_k_tail(kq_k_min(TYPE), si[t], mi, x->d, ks.d, ks.dmin, acc[r][t]); \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = acc[r][t]; \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = _mm_cvtss_f32(acc[r][t]); \
     } while (0)
 
 /* nt = 1: each row alone (one stream of weights at a time reads memory fastest); else
@@ -7014,7 +7022,7 @@ KQ_AVX2_TARGET static void kq_residual_k8_avx2(const float *x, const q8k_record 
    2^15), then take their per-16 scale (vpmaddwd) into each row's int32 sum S: the whole
    super-block's integer dot, the one the tiles above reduce their lanes to, followed by the
    same float steps. The packing is paid once per 8 rows for all the tokens. */
-#define KQ_KPACK_BLOCKS 4  /* super-blocks packed at a time: 4 x 3136 bytes, in L1 */
+#define KQ_KPACK_BLOCKS 4  /* super-blocks packed at a time: 4 x 2880 bytes, in L1 */
 #define KQ_KPACK_TOKENS 32 /* tokens whose sums stay on the stack while the blocks go by */
 typedef struct {
     __m256i w[64];  /* (run q, group g) -> numbers 4g..4g+3 of run q of rows 0..7, unsigned */
@@ -7319,8 +7327,8 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_run64(int type, const uint8_t *b,
     do {                                                                                      \
         const int bb = kq_block_bytes(TYPE);                                                  \
         const int64_t nb = n / KQ_QKK;                                                           \
-        float acc[NR][NT];                                                                    \
-        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = 0.0f; \
+        __m128 acc[NR][NT]; /* in lane 0 */                                                   \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) acc[r][t] = _mm_setzero_ps(); \
         for (int64_t blk = 0; blk < nb; blk++) {                                              \
             KQ_UNROLL for (int r = 0; r < NR; r++) {                                             \
                 const uint8_t *b = w + (size_t)r * row_bytes + (size_t)blk * (size_t)bb;      \
@@ -7344,17 +7352,13 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_run64(int type, const uint8_t *b,
                     if (kq_k_offset_shift(TYPE))                                                 \
                         si[t] = _mm512_sub_epi32(si[t], _mm512_zextsi256_si512(_mm256_slli_epi32(   \
                                     _mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(ks.sc)), kq_k_offset_shift(TYPE)))); \
-                    const float p = (x->d * ks.d) * (float)_mm512_reduce_add_epi32(si[t]);     \
-                    acc[r][t] += p;                                                           \
-                    if (kq_k_min(TYPE)) {                                                        \
-                        const __m256i mi = _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn)); \
-                        const float pm = (x->d * ks.dmin) * (float)kq_hsum_i32(mi);             \
-                        acc[r][t] -= pm;                                                      \
-                    }                                                                         \
+                    const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(si[t]), _mm512_extracti64x4_epi64(si[t], 1)); \
+                    const __m256i mi = kq_k_min(TYPE) ? _mm256_madd_epi16(bs, _mm256_cvtepu8_epi16(ks.mn)) : bs; \
+                    acc[r][t] = kq_k_tail(kq_k_min(TYPE), s8, mi, x->d, ks.d, ks.dmin, acc[r][t]); \
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = acc[r][t]; \
+        KQ_UNROLL for (int r = 0; r < NR; r++) KQ_UNROLL for (int t = 0; t < NT; t++) out[(size_t)t * ldo + r] = _mm_cvtss_f32(acc[r][t]); \
     } while (0)
 
 #define KQ_DEFINE_ZMM(V, TARGET, NAME, TILE, TYPE)                                                \
@@ -7370,7 +7374,7 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_k_run64(int type, const uint8_t *b,
 /* ==== packed K tiles on zmm: 16 rows x many tokens ====
    The ymm packing of §D twice (rows 0-7, 8-15) side by side: lane r of every vector is row
    r, and the same integer sums and float steps per row as everywhere (the scalar's bits). */
-#define KQ_KPACK16_BLOCKS 2 /* super-blocks packed at a time: 2 x 6272 bytes, in L1 */
+#define KQ_KPACK16_BLOCKS 2 /* super-blocks packed at a time: 2 x 5760 bytes, in L1 */
 typedef struct {
     __m512i w[64], sc[16], fix[8]; /* as kq_kpacked's, 16 rows */
     __m512 d, dmin;

@@ -7099,6 +7099,34 @@ KQ_AVX2_TARGET static KQ_INLINE void kq_store_rows(float *out, int nr, __m256 v)
     for (int r = 0; r < nr; r++) out[r] = s[r];
 }
 
+/* what both packed K tiles (ymm: 8 rows, zmm: 16) run, inside a function of the arguments of
+   kq_dot_fn and the type: ROWS rows' super-blocks packed BLOCKS at a time, and the tokens,
+   KQ_KPACK_TOKENS at a time, through them in pairs (a lone last one twice) */
+#define KQ_KPACKED_RUN(ROWS, BLOCKS, PACKED, VEC, ZERO, PACK, DOT2, STORE)                      \
+    do {                                                                                      \
+        const int64_t nb = n / KQ_QKK;                                                        \
+        const uint8_t *row[ROWS];                                                             \
+        for (int r = 0; r < ROWS; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes; \
+        PACKED pk[BLOCKS];                                                                    \
+        for (int t0 = 0; t0 < nt; t0 += KQ_KPACK_TOKENS) {                                    \
+            const int tn = nt - t0 < KQ_KPACK_TOKENS ? nt - t0 : KQ_KPACK_TOKENS;             \
+            VEC acc[KQ_KPACK_TOKENS + 1];                                                     \
+            for (int t = 0; t <= tn; t++) acc[t] = ZERO();                                    \
+            for (int64_t b0 = 0; b0 < nb; b0 += BLOCKS) {                                     \
+                const int nbk = nb - b0 < BLOCKS ? (int)(nb - b0) : BLOCKS;                   \
+                PACK(type, row, b0, nbk, pk);                                                 \
+                for (int t = 0; t < tn; t += 2) {                                             \
+                    const q8k_record *x0 = (const q8k_record *)((const uint8_t *)xq + (size_t)(t0 + t) * ldx) + b0; \
+                    const q8k_record *x1 = t + 1 < tn ? (const q8k_record *)((const uint8_t *)x0 + ldx) : x0; \
+                    VEC a0 = acc[t], a1 = acc[t + 1];                                         \
+                    for (int i = 0; i < nbk; i++) DOT2(type, &pk[i], x0 + i, x1 + i, &a0, &a1); \
+                    acc[t] = a0, acc[t + 1] = a1;                                             \
+                }                                                                             \
+            }                                                                                 \
+            for (int t = 0; t < tn; t++) STORE(out + (size_t)(t0 + t) * ldo, nr, acc[t]);    \
+        }                                                                                     \
+    } while (0)
+
 #define KQ_DEFINE_YMM_KPACKED(V, TARGET)                                                          \
     /* one packed super-block against two tokens (each weight vector loaded once for both):   \
        acc0, acc1 (rows 0..7) += their dots */                                                \
@@ -7127,27 +7155,8 @@ KQ_AVX2_TARGET static KQ_INLINE void kq_store_rows(float *out, int nr, __m256 v)
     }                                                                                         \
     TARGET static KQ_INLINE void kq_##V##_kpacked(int type, const uint8_t *w, size_t row_bytes, int nr, const void *xq, \
                                         size_t ldx, int nt, int64_t n, float *out, size_t ldo) { \
-        const int64_t nb = n / KQ_QKK;                                                        \
-        const uint8_t *row[8];                                                                \
-        for (int r = 0; r < 8; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes;  \
-        kq_kpacked pk[KQ_KPACK_BLOCKS];                                                       \
-        for (int t0 = 0; t0 < nt; t0 += KQ_KPACK_TOKENS) {                                    \
-            const int tn = nt - t0 < KQ_KPACK_TOKENS ? nt - t0 : KQ_KPACK_TOKENS;             \
-            __m256 acc[KQ_KPACK_TOKENS + 1];                                                  \
-            for (int t = 0; t <= tn; t++) acc[t] = _mm256_setzero_ps();                       \
-            for (int64_t b0 = 0; b0 < nb; b0 += KQ_KPACK_BLOCKS) {                            \
-                const int nbk = nb - b0 < KQ_KPACK_BLOCKS ? (int)(nb - b0) : KQ_KPACK_BLOCKS; \
-                kq_k_pack(type, row, b0, nbk, pk);                                            \
-                for (int t = 0; t < tn; t += 2) { /* pairs of tokens; a lone last one twice */ \
-                    const q8k_record *x0 = (const q8k_record *)((const uint8_t *)xq + (size_t)(t0 + t) * ldx) + b0; \
-                    const q8k_record *x1 = t + 1 < tn ? (const q8k_record *)((const uint8_t *)x0 + ldx) : x0; \
-                    __m256 a0 = acc[t], a1 = acc[t + 1];                                      \
-                    for (int i = 0; i < nbk; i++) kq_##V##_kpacked_dot2(type, &pk[i], x0 + i, x1 + i, &a0, &a1); \
-                    acc[t] = a0, acc[t + 1] = a1;                                             \
-                }                                                                             \
-            }                                                                                 \
-            for (int t = 0; t < tn; t++) kq_store_rows(out + (size_t)(t0 + t) * ldo, nr, acc[t]); \
-        }                                                                                     \
+        KQ_KPACKED_RUN(8, KQ_KPACK_BLOCKS, kq_kpacked, __m256, _mm256_setzero_ps, kq_k_pack,  \
+                       kq_##V##_kpacked_dot2, kq_store_rows);                                 \
     }
 
 /* the K formats: up to 8 rows, packed with enough tokens, else tiles of up to 4 rows */
@@ -7413,6 +7422,10 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_bcast4z(const void *p) {
     return _mm512_set1_epi32(v);
 }
 
+KQ_AVX512_TARGET static KQ_INLINE void kq_store_rows16(float *out, int nr, __m512 v) {
+    _mm512_mask_storeu_ps(out, (__mmask16)((1u << nr) - 1), v);
+}
+
 #define KQ_DEFINE_ZMM_KPACKED(V, TARGET)                                                          \
     TARGET static KQ_INLINE void kq_##V##_kpacked16_dot2(int type, const kq_kpacked16 *p, const q8k_record *x0, \
                                                       const q8k_record *x1, __m512 *acc0, __m512 *acc1) { \
@@ -7440,28 +7453,8 @@ KQ_AVX512_TARGET static KQ_INLINE __m512i kq_bcast4z(const void *p) {
     TARGET static KQ_INLINE void kq_##V##_kpacked16(int type, const uint8_t *w, size_t row_bytes, int nr,   \
                                                    const void *xq, size_t ldx, int nt, int64_t n, float *out, \
                                                    size_t ldo) {                              \
-        const int64_t nb = n / KQ_QKK;                                                        \
-        const uint8_t *row[16];                                                               \
-        for (int r = 0; r < 16; r++) row[r] = w + (size_t)(r < nr ? r : nr - 1) * row_bytes; \
-        const __mmask16 keep = (__mmask16)((1u << nr) - 1);                                   \
-        kq_kpacked16 pk[KQ_KPACK16_BLOCKS];                                                   \
-        for (int t0 = 0; t0 < nt; t0 += KQ_KPACK_TOKENS) {                                    \
-            const int tn = nt - t0 < KQ_KPACK_TOKENS ? nt - t0 : KQ_KPACK_TOKENS;             \
-            __m512 acc[KQ_KPACK_TOKENS + 1];                                                  \
-            for (int t = 0; t <= tn; t++) acc[t] = _mm512_setzero_ps();                       \
-            for (int64_t b0 = 0; b0 < nb; b0 += KQ_KPACK16_BLOCKS) {                          \
-                const int nbk = nb - b0 < KQ_KPACK16_BLOCKS ? (int)(nb - b0) : KQ_KPACK16_BLOCKS; \
-                kq_k_pack16(type, row, b0, nbk, pk);                                          \
-                for (int t = 0; t < tn; t += 2) { /* pairs of tokens; a lone last one twice */ \
-                    const q8k_record *x0 = (const q8k_record *)((const uint8_t *)xq + (size_t)(t0 + t) * ldx) + b0; \
-                    const q8k_record *x1 = t + 1 < tn ? (const q8k_record *)((const uint8_t *)x0 + ldx) : x0; \
-                    __m512 a0 = acc[t], a1 = acc[t + 1];                                      \
-                    for (int i = 0; i < nbk; i++) kq_##V##_kpacked16_dot2(type, &pk[i], x0 + i, x1 + i, &a0, &a1); \
-                    acc[t] = a0, acc[t + 1] = a1;                                             \
-                }                                                                             \
-            }                                                                                 \
-            for (int t = 0; t < tn; t++) _mm512_mask_storeu_ps(out + (size_t)(t0 + t) * ldo, keep, acc[t]); \
-        }                                                                                     \
+        KQ_KPACKED_RUN(16, KQ_KPACK16_BLOCKS, kq_kpacked16, __m512, _mm512_setzero_ps, kq_k_pack16, \
+                       kq_##V##_kpacked16_dot2, kq_store_rows16);                             \
     }
 
 /* the K formats on zmm: up to 16 rows, packed with enough tokens, else tiles of up to 4 */

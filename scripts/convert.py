@@ -695,8 +695,14 @@ def _check_budget(up, max_bytes, path):
                            "config can hold" % (path, total, max_bytes))
 
 
+try:  # zipfile inflates LZMA members with it; a damaged one raises LZMAError, not OSError
+    import lzma
+    _LZMA_ERRORS = (lzma.LZMAError,)
+except ImportError:  # a Python without lzma: zipfile refuses such members with RuntimeError
+    _LZMA_ERRORS = ()
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error,
-              NotImplementedError, RuntimeError, OverflowError, UnicodeDecodeError, zlib.error, KeyError)
+              NotImplementedError, RuntimeError, OverflowError, UnicodeDecodeError, zlib.error, KeyError) \
+    + _LZMA_ERRORS
 
 
 def read_pytorch_bin(path, max_bytes):

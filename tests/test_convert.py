@@ -682,6 +682,33 @@ class Refusals(unittest.TestCase):
         struct.pack_into("<Q", b, at + 48, 1 << 62)  # the directory's offset
         self.pt_refused("damaged zip archive", bytes(b))
 
+    def test_pytorch_damaged_compressed_members(self):
+        """Found by fuzz_convert (seed 60337, case 279): an LZMA member with invalid properties
+        raised LZMAError, a traceback. Members compressed by any method zip allows convert as
+        stored ones do; damaged ones are refused in one line."""
+        blob = cp.fixture_bytes("pytorch_model.bin")
+        want = None
+        for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            buf = io.BytesIO()
+            with zipfile.ZipFile(io.BytesIO(blob)) as src, zipfile.ZipFile(buf, "w", method) as dst:
+                for info in src.infolist():
+                    dst.writestr(info.filename, src.read(info))
+            packed = buf.getvalue()
+            _, head, _ = convert.prepare(self.src(pytorch_model_bin=packed), "f32", name="x")
+            want = want or head
+            self.assertEqual(head, want)
+            with zipfile.ZipFile(io.BytesIO(packed)) as z:
+                pkl = [i for i in z.infolist() if i.filename.endswith("data.pkl")][0]
+            # the member's data follows its 30-byte local header, name and extra field
+            n, e = struct.unpack_from("<HH", packed, pkl.header_offset + 26)
+            at = pkl.header_offset + 30 + n + e
+            b = bytearray(packed)
+            if method == zipfile.ZIP_LZMA:
+                b[at + 4] = 0xFF  # the LZMA properties byte: no valid lc / lp / pb
+            else:
+                b[at:at + 8] = b"\xff" * 8
+            self.pt_refused("damaged zip archive", bytes(b), cli=method == zipfile.ZIP_LZMA)
+
     def test_pytorch_f16_and_bf16_storages(self):
         """Half and bfloat16 checkpoints convert to the same F32 values (read a million at a time)."""
         entries, storages, root = cp.fixture_entries()

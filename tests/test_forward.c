@@ -621,8 +621,8 @@ static void test_wide_tiles(void **state) {
 
 /* The K formats' tiles as wide as the driver calls them: 8 rows (AVX2) or 16 (AVX-512) and up
    to 64 activation rows, where they pack super-blocks 4 or 2 at a time and tokens 32 at a
-   time. Every dot
-   equals the same path's dot alone and the scalar reference's, on every path. */
+   time. Every dot equals the same path's dot alone and the scalar reference's, on every
+   path. (The shape sweep is test_wide_tiles', over K activations and 16 rows.) */
 static void test_wide_k_tiles(void **state) {
     (void)state;
     const kernel_table *paths[N_ALL_KERNEL_PATHS];
